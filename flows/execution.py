@@ -1,0 +1,86 @@
+"""Task runners, result storage and cache policy: how the flows execute and how their results are reused."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.filesystems import RemoteFileSystem
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+import motionfit
+from motionfit.runtime import RuntimeConfig
+from motionfit.storage import fs
+from motionfit.storage.layout import RunLayout
+
+STAGE_CACHE_POLICY: CachePolicy = TASK_SOURCE + INPUTS
+"""A stage task's cache key: its source code plus every argument. Arguments are small and explicit: the run
+root, the stage's config section, the video ids of the batch and a fingerprint of the inputs' content (paths
+alone would not change when files do; FACTS.md), so a re-run skips exactly the work whose inputs did not
+change."""
+
+
+def build_task_runner(runtime: RuntimeConfig) -> TaskRunner:
+    """The task runner of the CPU stages, chosen by ``runtime.task_runner``."""
+    if runtime.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=runtime.max_workers)
+    if runtime.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=runtime.max_workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as error:
+        raise RuntimeError(
+            "task_runner 'dask' needs the dask extra: pip install 'motionfit[dask]'"
+        ) from error
+    if runtime.dask_address:
+        return DaskTaskRunner(address=runtime.dask_address)
+    if runtime.dask_cluster_class:
+        module, _, name = runtime.dask_cluster_class.rpartition(".")
+        getattr(importlib.import_module(module), name)  # fail early, naming the class, when it is missing
+        return DaskTaskRunner(
+            cluster_class=runtime.dask_cluster_class,
+            cluster_kwargs=runtime.dask_cluster_kwargs,
+            adapt_kwargs=runtime.dask_adapt_kwargs,
+        )
+    return DaskTaskRunner(cluster_kwargs={"n_workers": runtime.max_workers, "threads_per_worker": 1})
+
+
+def result_storage(layout: RunLayout) -> Path | str:
+    """Prefect result storage inside the run root, shared by every worker that can reach the run root.
+
+    A local run root gives a path; a remote one (s3://, gcs://) a saved RemoteFileSystem block named after it.
+    """
+    if fs.is_local(layout.root):
+        return Path(layout.prefect_results)
+    name = "motionfit-results-" + hashlib.sha256(layout.root.encode()).hexdigest()[:12]
+    RemoteFileSystem(basepath=layout.prefect_results).save(name, overwrite=True)
+    return f"remote-file-system/{name}"
+
+
+def stage_task_options(layout: RunLayout) -> dict[str, Any]:
+    """Options for ``task.with_options`` that make a stage's results persisted and keyed."""
+    return {
+        "persist_result": True,
+        "cache_policy": STAGE_CACHE_POLICY,
+        "result_storage": result_storage(layout),
+    }
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short content hash of ``parts`` (plus the code version), used as a cache-key input."""
+    digest = hashlib.sha256(repr((motionfit.__version__, *parts)).encode())
+    return digest.hexdigest()[:20]
+
+
+def file_fingerprint(path: str) -> tuple[str, int, float] | tuple[str, None, None]:
+    """(path, size, mtime) of a file, or (path, None, None) when it is missing."""
+    filesystem, inner = fs.resolve(path)
+    try:
+        info = filesystem.info(inner)
+    except FileNotFoundError:
+        return (path, None, None)
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+    return (path, int(info.get("size") or 0), float(getattr(mtime, "timestamp", lambda: mtime)()))

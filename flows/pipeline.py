@@ -1,0 +1,113 @@
+"""The full MotionFit pipeline as one Prefect flow of stage-group subflows, resumable stage by stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from prefect import Flow, flow, get_run_logger
+
+from motionfit.config import STAGES, PipelineConfig, load_config
+from motionfit.flows.evaluate import evaluate_flow
+from motionfit.flows.execution import build_task_runner
+from motionfit.flows.idt import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
+from motionfit.flows.preprocess import decode_flow, ingest_flow, optical_flow_flow, publish_manifest_summary
+from motionfit.flows.train import finetune_flow, pseudo_label_flow, student_flow, teacher_flow
+from motionfit.storage import fs
+from motionfit.storage.layout import RunLayout
+
+STAGE_FLOWS: dict[str, Flow] = {
+    "ingest": ingest_flow,
+    "decode": decode_flow,
+    "flow": optical_flow_flow,
+    "idt": idt_flow,
+    "fv_fit": fv_fit_flow,
+    "fv_encode": fv_encode_flow,
+    "cluster": cluster_flow,
+    "teacher_train": teacher_flow,
+    "pseudo_label": pseudo_label_flow,
+    "student_train": student_flow,
+    "finetune": finetune_flow,
+    "evaluate": evaluate_flow,
+}
+CPU_STAGES = ("decode", "flow", "idt", "fv_encode")
+IDT_STAGES = ("idt", "fv_fit", "fv_encode", "cluster")
+
+
+def selected_stages(
+    config: PipelineConfig, until: str | None = None, only: str | None = None, start: str | None = None
+) -> list[str]:
+    """The stages to run, in DAG order: from ``start`` (default the first) to ``until`` (default the last),
+    or ``only`` one. The IDT stages are left out when no method needs the IDT prior (``idt_la``)."""
+    for name in (until, only, start):
+        if name is not None and name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    if only is not None:
+        return [only]
+    first = STAGES.index(start) if start else 0
+    last = STAGES.index(until) + 1 if until else len(STAGES)
+    if first >= last:
+        raise ValueError(f"stage {start!r} comes after {until!r}: nothing to run")
+    stages = list(STAGES[first:last])
+    if "idt_la" not in config.methods:
+        stages = [stage for stage in stages if stage not in IDT_STAGES]
+    return stages
+
+
+def save_run_config(config: PipelineConfig) -> None:
+    """Keep the run's config beside its data (config.yaml), so status and report know what ran."""
+    layout = RunLayout.at(config.run_root)
+    payload = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
+    fs.write_bytes_atomic(layout.path("config.yaml"), payload)
+
+
+def run_stage(stage: str, config: PipelineConfig) -> Any:
+    stage_flow: Flow = STAGE_FLOWS[stage]
+    if stage in CPU_STAGES:
+        stage_flow = stage_flow.with_options(task_runner=build_task_runner(config.runtime))
+    return stage_flow(config)
+
+
+@flow(name="motionfit-pipeline", log_prints=False)
+def pipeline_flow(
+    config: PipelineConfig, until: str | None = None, only: str | None = None, start: str | None = None
+) -> dict[str, Any]:
+    """Run the selected stages of the pipeline on ``config`` in DAG order; returns each stage's summary."""
+    logger = get_run_logger()
+    save_run_config(config)
+    results: dict[str, Any] = {}
+    for stage in selected_stages(config, until, only, start):
+        logger.info("stage %s", stage)
+        results[stage] = run_stage(stage, config)
+    if "ingest" in results or any(stage in results for stage in CPU_STAGES):
+        publish_manifest_summary(RunLayout.at(config.run_root))
+    return results
+
+
+@flow(name="motionfit")
+def deployment_flow(
+    preset: str | None = "tiny",
+    config_path: str | None = None,
+    run_root: str | None = None,
+    seed: int | None = None,
+    start: str | None = None,
+    until: str | None = None,
+    only: str | None = None,
+) -> dict[str, Any]:
+    """Entry point of the deployments: the config from a preset or a YAML file, then the stages from ``start``
+    to ``until`` (or ``only`` one) of the pipeline."""
+    overrides: dict[str, Any] = {}
+    if run_root is not None:
+        overrides["run_root"] = run_root
+    if seed is not None:
+        overrides["runtime"] = {"seed": seed}
+    config = load_config(config_path, None if config_path else preset, overrides)
+    return pipeline_flow(config, until=until, only=only, start=start)
+
+
+def stage_flow_for(stage: str) -> Callable[[PipelineConfig], Any]:
+    """The subflow of one stage (for ``motionfit stage`` and for per-stage deployments)."""
+    if stage not in STAGE_FLOWS:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    return STAGE_FLOWS[stage]

@@ -1,0 +1,115 @@
+"""Preprocessing flows: ingest (and the synthetic data set), decode, TV-L1 optical flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from motionfit.config import PipelineConfig
+from motionfit.flows.execution import file_fingerprint
+from motionfit.flows.video_stages import require_no_failures, run_video_stage
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.manifest import (
+    load_manifest,
+    manifest_exists,
+    save_manifest,
+    stage_summary,
+    usable_videos,
+)
+from motionfit.tasks.decode import DecodeConfig, decode_videos
+from motionfit.tasks.ingest import build_manifest, synthetic_data_config
+from motionfit.tasks.optical_flow import FlowConfig, compute_flows
+from motionfit.tasks.per_video import VideoOutcome
+from motionfit.tasks.synth import generate_dataset
+
+
+@task(name="decode-batch")
+def decode_batch(
+    run_root: str, videos: list[tuple[str, str]], config: DecodeConfig, inputs: str
+) -> list[VideoOutcome]:
+    """Decode one batch of (video_id, path) into frames.zarr (``inputs`` fingerprints the files)."""
+    return require_no_failures("decode", decode_videos(videos, RunLayout(run_root), config))
+
+
+@task(name="flow-batch")
+def flow_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[VideoOutcome]:
+    """TV-L1 flow of one batch of decoded videos into flow.zarr (``inputs`` fingerprints their frames)."""
+    return require_no_failures("flow", compute_flows(video_ids, RunLayout(run_root), config))
+
+
+def publish_manifest_summary(layout: RunLayout) -> pd.DataFrame:
+    """The manifest's videos per stage and status, as the ``manifest-summary`` table artifact."""
+    summary = stage_summary(load_manifest(layout))
+    create_table_artifact(
+        summary.to_dict(orient="records"),
+        key="manifest-summary",
+        description=f"Videos per stage: {layout.root}",
+    )
+    return summary
+
+
+def merge_previous_status(manifest: pd.DataFrame, layout: RunLayout) -> pd.DataFrame:
+    """Carry the stage status columns of an existing manifest over to a re-ingested one."""
+    if not manifest_exists(layout):
+        return manifest
+    previous = load_manifest(layout)
+    keep = ["video_id", *(c for c in previous.columns if c.startswith("status_"))]
+    return manifest.merge(previous[keep], on="video_id", how="left")
+
+
+@flow(name="ingest")
+def ingest_flow(config: PipelineConfig) -> dict[str, int]:
+    """Write the synthetic data set when configured, then list every video of the run in manifest.parquet."""
+    logger = get_run_logger()
+    layout = RunLayout.at(config.run_root)
+    data = config.data
+    if config.synth is not None:
+        summary = generate_dataset(Path(config.synth_root), config.synth)
+        logger.info("synthetic data set in %s: %s", config.synth_root, summary)
+        keep = {"labelled_fraction": data.labelled_fraction, "labelled_seed": data.labelled_seed}
+        data = synthetic_data_config(Path(config.synth_root)).model_copy(update=keep)
+    manifest = merge_previous_status(build_manifest(data), layout)
+    save_manifest(layout, manifest)
+    publish_manifest_summary(layout)
+    counts = manifest.groupby(["dataset", "status"]).size()
+    logger.info("manifest: %s", counts.to_dict())
+    return {"videos": len(manifest), "missing": int((manifest["status"] != "ok").sum())}
+
+
+@flow(name="decode")
+def decode_flow(config: PipelineConfig) -> dict[str, int]:
+    """Decode every ingested video into frames.zarr, in batches on the configured task runner."""
+    layout = RunLayout.at(config.run_root)
+    videos = usable_videos(load_manifest(layout))
+    items = list(zip(videos["video_id"], videos["path"], strict=True))
+    return run_video_stage(
+        "decode",
+        decode_batch,
+        layout,
+        items,
+        list(videos["video_id"]),
+        lambda item: (item[0], file_fingerprint(item[1])),
+        config.decode,
+        config.runtime.videos_per_batch,
+    )
+
+
+@flow(name="optical-flow")
+def optical_flow_flow(config: PipelineConfig) -> dict[str, int]:
+    """TV-L1 flow of every decoded video into flow.zarr, in batches on the configured task runner."""
+    layout = RunLayout.at(config.run_root)
+    video_ids = list(usable_videos(load_manifest(layout), "decode")["video_id"])
+    frames = layout.markers("decode")
+    return run_video_stage(
+        "flow",
+        flow_batch,
+        layout,
+        video_ids,
+        video_ids,
+        lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
+        config.flow,
+        config.runtime.videos_per_batch,
+    )

@@ -1,0 +1,185 @@
+"""Training flows (GPU stages, CPU without one): teacher, pseudo-labels, students, fine-tuning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from pydantic import BaseModel
+
+from motionfit.config import PipelineConfig
+from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.manifest import load_manifest
+from motionfit.storage.tables import table_exists
+from motionfit.tasks.artifacts import GrowingTable, artifact_key, publish_table
+from motionfit.tasks.finetune import FinetuneConfig, finetune
+from motionfit.tasks.pseudo_label import PseudoLabelConfig, generate_pseudo_labels, pseudo_label_accuracy
+from motionfit.tasks.student import StudentConfig, train_student
+from motionfit.tasks.supervised_labels import SUPERVISED_LABELS_FILE, write_supervised_labels
+from motionfit.tasks.teacher import TEACHER_STAGE, TeacherConfig, train_teacher
+from motionfit.tasks.training import checkpoint_url
+
+STUDENT_METHODS = ("motionfit", "idt_la", "supervised")
+FINETUNED_METHODS = ("scratch", "motionfit", "idt_la", "supervised")
+GPU_TAGS = ["gpu"]
+
+
+def student_stage(method: str) -> str:
+    return f"student_{method}"
+
+
+def finetune_stage(method: str) -> str:
+    return f"finetune_{method}"
+
+
+def seeded(section: BaseModel, config: PipelineConfig) -> Any:
+    """``section`` with its seed offset by the run's seed (``motionfit run --seed N``)."""
+    return section.model_copy(update={"seed": section.seed + config.runtime.seed})
+
+
+def _epoch_table(stage: str) -> GrowingTable:
+    return GrowingTable(artifact_key(stage, "epochs"), f"Per-epoch metrics of {stage}")
+
+
+def _store_fingerprint(layout: RunLayout, stage: str) -> Any:
+    markers = layout.markers(stage)
+    return sorted(
+        (video_id, markers.committed_info(video_id)["time"]) for video_id in markers.committed_ids()
+    )
+
+
+def _manifest_fingerprint(layout: RunLayout) -> Any:
+    manifest = load_manifest(layout)
+    return manifest[["video_id", "label_index", "split"]].astype(str).values.tolist()
+
+
+@task(name="teacher-train", tags=GPU_TAGS)
+def teacher_task(run_root: str, config: TeacherConfig, device: str, inputs: str) -> dict[str, Any]:
+    """Train the flow teacher on the labelled target (MotionFit's multi-clip loss); resumable."""
+    layout = RunLayout(run_root)
+    return train_teacher(layout, load_manifest(layout), config, device, _epoch_table(TEACHER_STAGE).append)
+
+
+@task(name="pseudo-label", tags=GPU_TAGS)
+def pseudo_label_task(run_root: str, config: PseudoLabelConfig, device: str, inputs: str) -> dict[str, Any]:
+    """Clip-level teacher logits on every unlabelled video; accuracy against held-back labels where known."""
+    layout = RunLayout(run_root)
+    manifest = load_manifest(layout)
+    table = generate_pseudo_labels(layout, manifest, config, device)
+    accuracy = pseudo_label_accuracy(table, manifest)
+    publish_table(
+        "pseudo-label-accuracy", _as_rows(accuracy), "Pseudo-labels against held-back source labels"
+    )
+    return {"clips": len(table), **accuracy}
+
+
+@task(name="student-train", tags=GPU_TAGS)
+def student_task(
+    run_root: str, config: StudentConfig, stage: str, device: str, inputs: str
+) -> dict[str, Any]:
+    """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL); resumable."""
+    layout = RunLayout(run_root)
+    return train_student(layout, load_manifest(layout), config, device, _epoch_table(stage).append, stage)
+
+
+@task(name="finetune", tags=GPU_TAGS)
+def finetune_task(
+    run_root: str, config: FinetuneConfig, init: str | None, stage: str, device: str, inputs: str
+) -> dict[str, Any]:
+    """Fine-tune ``init`` (None: train from scratch) on the labelled target and score its test split."""
+    layout = RunLayout(run_root)
+    manifest = load_manifest(layout)
+    return finetune(layout, manifest, config, init, stage, device, "rgb", _epoch_table(stage).append)
+
+
+def _as_rows(values: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([{"metric": key, "value": value} for key, value in values.items()])
+
+
+@flow(name="teacher-train")
+def teacher_flow(config: PipelineConfig) -> dict[str, Any]:
+    """The motion teacher on the flow of the labelled target videos."""
+    layout = RunLayout.at(config.run_root)
+    inputs = fingerprint("teacher", _manifest_fingerprint(layout), _store_fingerprint(layout, "flow"))
+    run = teacher_task.with_options(**stage_task_options(layout))
+    return run(layout.root, seeded(config.teacher, config), config.runtime.resolved_device(), inputs)
+
+
+@flow(name="pseudo-label")
+def pseudo_label_flow(config: PipelineConfig) -> dict[str, Any]:
+    """Clip-level pseudo-labels of the source by the teacher."""
+    layout = RunLayout.at(config.run_root)
+    inputs = fingerprint(
+        "pseudo_label",
+        _manifest_fingerprint(layout),
+        file_fingerprint(checkpoint_url(layout, config.pseudo_label.teacher_stage)),
+    )
+    run = pseudo_label_task.with_options(**stage_task_options(layout))
+    return run(layout.root, config.pseudo_label, config.runtime.resolved_device(), inputs)
+
+
+def student_config(method: str, config: PipelineConfig, layout: RunLayout) -> StudentConfig:
+    """The student section of ``method``: MotionFit's pseudo-labels, the IDT prior, or the supervised bound
+    (hard held-back labels of the source, the upper bound of the IDT-prior paper's '% sup.')."""
+    if method == "idt_la":
+        return seeded(config.idt_student, config)
+    section = seeded(config.student, config)
+    if method == "supervised":
+        return section.model_copy(
+            update={
+                "objective": "pseudo_labels",
+                "target_mode": "hard",
+                "pseudo_labels_url": layout.path(SUPERVISED_LABELS_FILE),
+            }
+        )
+    return section
+
+
+@flow(name="student-train")
+def student_flow(config: PipelineConfig) -> dict[str, Any]:
+    """Self-train one RGB student per method in ``config.methods`` (motionfit, idt_la, supervised)."""
+    logger = get_run_logger()
+    layout = RunLayout.at(config.run_root)
+    device = config.runtime.resolved_device()
+    results = {}
+    frames = _store_fingerprint(layout, "decode")
+    for method in (m for m in STUDENT_METHODS if m in config.methods):
+        if method == "supervised" and not table_exists(layout.path(SUPERVISED_LABELS_FILE)):
+            write_supervised_labels(
+                layout,
+                load_manifest(layout),
+                config.pseudo_label.clips_per_video,
+                config.student.clip_length,
+                config.student.frame_stride,
+            )
+        section = student_config(method, config, layout)
+        upstream = {
+            "motionfit": layout.pseudo_labels,
+            "idt_la": layout.clusters,
+            "supervised": layout.path(SUPERVISED_LABELS_FILE),
+        }[method]
+        inputs = fingerprint("student", method, frames, file_fingerprint(upstream))
+        run = student_task.with_options(**stage_task_options(layout))
+        results[method] = run(layout.root, section, student_stage(method), device, inputs)
+        logger.info("student %s: %s", method, results[method])
+    return results
+
+
+@flow(name="finetune")
+def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
+    """Fine-tune every student on the labelled target; train the RGB baseline from scratch."""
+    layout = RunLayout.at(config.run_root)
+    device = config.runtime.resolved_device()
+    section = seeded(config.finetune, config)
+    frames = _store_fingerprint(layout, "decode")
+    manifest = _manifest_fingerprint(layout)
+    results = {}
+    for method in (m for m in FINETUNED_METHODS if m in config.methods):
+        init = None if method == "scratch" else checkpoint_url(layout, student_stage(method))
+        inputs = fingerprint("finetune", method, frames, manifest, init and file_fingerprint(init))
+        run = finetune_task.with_options(**stage_task_options(layout))
+        results[method] = run(layout.root, section, init, finetune_stage(method), device, inputs)
+    return results

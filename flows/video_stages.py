@@ -1,0 +1,82 @@
+"""Running a per-video CPU stage as batches of Prefect tasks, with progress and manifest bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect import Task, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from motionfit.flows.execution import fingerprint, stage_task_options
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.manifest import load_manifest, refresh_stage_status, save_manifest
+from motionfit.tasks.per_video import VideoOutcome
+
+
+class BatchFailedError(RuntimeError):
+    """Some videos of a batch failed: the batch task fails (so its result is not cached and a re-run retries
+    those videos); the committed ones stay committed and the rest of the stage goes on."""
+
+
+def require_no_failures(stage: str, outcomes: list[VideoOutcome]) -> list[VideoOutcome]:
+    """``outcomes`` unchanged, or :class:`BatchFailedError` naming each failed video and its error."""
+    failed = [f"{o.video_id}: {o.error}" for o in outcomes if o.status == "failed"]
+    if failed:
+        raise BatchFailedError(
+            f"{stage}: {len(failed)} of {len(outcomes)} videos failed: " + "; ".join(failed)
+        )
+    return outcomes
+
+
+def batches(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def run_video_stage(
+    stage: str,
+    batch_task: Task,
+    layout: RunLayout,
+    items: Sequence[Any],
+    video_ids: Sequence[str],
+    item_fingerprint: Callable[[Any], Any],
+    config: Any,
+    videos_per_batch: int,
+) -> dict[str, int]:
+    """Map ``batch_task(run_root, batch, config, batch_fingerprint)`` over batches of ``items``.
+
+    ``items`` are what the batch task takes per video (ids, or (id, path) pairs) and ``video_ids`` their ids;
+    ``item_fingerprint(item)`` describes an item's input content (an upstream commit time, a file's size and
+    mtime), so a batch's cache key changes exactly when its inputs do. A batch with failed videos fails (and
+    is not cached); the others go on. A progress artifact ``<stage>-progress`` follows the batches; the
+    manifest's ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos ``done`` and
+    ``failed`` in this stage (from the markers) and of ``failed_batches``.
+    """
+    logger = get_run_logger()
+    task = batch_task.with_options(**stage_task_options(layout))
+    groups = batches(list(items), videos_per_batch)
+    key = f"{stage.replace('_', '-')}-progress"
+    progress_id = create_progress_artifact(0.0, key=key, description=f"{stage}: batches finished (%)")
+    futures = [
+        task.submit(layout.root, group, config, fingerprint(stage, [item_fingerprint(i) for i in group]))
+        for group in groups
+    ]
+    failed_batches = 0
+    for finished, future in enumerate(as_completed(futures), start=1):
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            failed_batches += 1
+            logger.warning("%s", result)
+        if progress_id is not None:
+            update_progress_artifact(progress_id, 100.0 * finished / max(len(futures), 1))
+    manifest = refresh_stage_status(load_manifest(layout), layout.markers(stage), list(video_ids))
+    save_manifest(layout, manifest)
+    statuses = manifest.loc[manifest["video_id"].isin(set(video_ids)), f"status_{stage}"]
+    summary = {
+        "done": int((statuses == "done").sum()),
+        "failed": int((statuses == "failed").sum()),
+        "failed_batches": failed_batches,
+    }
+    logger.info("%s: %s over %d batches", stage, summary, len(groups))
+    return summary

@@ -1,0 +1,170 @@
+"""Memory bank, instance recognition and Local Aggregation (Wu et al. 2018; Zhuang et al., ICCV 2019).
+
+Video Local Aggregation with an IDT prior (Tokmakov, Hebert, Schmid) keeps Zhuang et al.'s loss but takes
+the close neighbours from m k-means clusterings of the videos' IDT Fisher vectors instead of k-means of
+the memory bank: ``cluster_labels [m, N] long`` is whichever clustering the caller supplies. Training
+warms up with the instance-recognition loss, then switches to Local Aggregation; after each step the
+bank rows of the batch move towards the new embeddings (``MemoryBank.update``).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LA_TEMPERATURE = 0.07
+"""Softmax temperature of instance recognition and Local Aggregation (Wu et al.; Zhuang et al.)."""
+
+LA_BACKGROUND_NEIGHBOURS = 4096
+"""Background neighbours k of Local Aggregation (Zhuang et al.)."""
+
+IR_NEGATIVES = 4096
+"""Negatives per sample of instance recognition (Wu et al.'s NCE setting)."""
+
+BANK_MOMENTUM = 0.5
+"""Memory bank momentum m: ``v <- normalise(m v + (1 - m) x)`` (Zhuang et al.)."""
+
+
+class MemoryBank(nn.Module):
+    """Unit-norm embeddings of every training sample, ``embeddings [N, D] float32`` (a buffer, so it
+    follows the module's device and is saved in its state dict). Rows start as random unit vectors.
+
+    Args:
+        n_items: N, the number of training samples (videos).
+        dim: D, the embedding size (128).
+        momentum: m of the update rule.
+        generator: random generator for the initial rows.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int = 128,
+        momentum: float = BANK_MOMENTUM,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if n_items < 1 or dim < 1:
+            raise ValueError(f"n_items and dim must be positive, got {n_items} and {dim}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("embeddings", F.normalize(torch.randn(n_items, dim, generator=generator), dim=1))
+
+    def update(self, indices: Tensor, embeddings: Tensor) -> None:
+        """``v_i <- normalise(m v_i + (1 - m) x_i)`` for each row ``i`` of ``indices``.
+
+        Args:
+            indices: ``[B] long`` distinct bank rows.
+            embeddings: ``[B, D] float`` new embeddings (detached here).
+        """
+        _check_batch(embeddings, indices, self.embeddings)
+        if torch.unique(indices).numel() != indices.numel():
+            raise ValueError("indices must be distinct within a batch to update the memory bank")
+        with torch.no_grad():
+            mixed = self.momentum * self.embeddings[indices] + (1.0 - self.momentum) * embeddings.detach()
+            self.embeddings[indices] = F.normalize(mixed.to(self.embeddings.dtype), dim=1)
+
+
+def _check_batch(embeddings: Tensor, indices: Tensor, bank: Tensor) -> None:
+    if bank.ndim != 2 or embeddings.ndim != 2 or embeddings.shape[1] != bank.shape[1]:
+        raise ValueError(
+            "embeddings must be [B, D] and bank [N, D], got "
+            f"{tuple(embeddings.shape)} and {tuple(bank.shape)}"
+        )
+    if indices.shape != embeddings.shape[:1] or indices.dtype != torch.long:
+        raise ValueError(
+            f"indices must be [B] long with B={embeddings.shape[0]}, "
+            f"got {tuple(indices.shape)} {indices.dtype}"
+        )
+    if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < bank.shape[0]:
+        raise ValueError(
+            f"indices must lie in [0, {bank.shape[0]}), got min {int(indices.min())} max {int(indices.max())}"
+        )
+
+
+def instance_recognition_loss(
+    embeddings: Tensor,
+    indices: Tensor,
+    bank: Tensor,
+    temperature: float = LA_TEMPERATURE,
+    n_negatives: int | None = IR_NEGATIVES,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Instance recognition (Wu et al. 2018): the non-parametric softmax ``-log exp(v_i.x/T) / sum_j
+    exp(v_j.x/T)``, averaged over the batch, where ``v_i`` is the sample's own bank row.
+
+    The sum runs over ``v_i`` and ``n_negatives`` rows drawn uniformly, with replacement, from the other
+    N - 1 rows (a sampled softmax in place of Wu et al.'s NCE approximation); over the whole bank when
+    ``n_negatives`` is None or at least N - 1 (the exact softmax).
+
+    Args:
+        embeddings: ``[B, D] float`` L2-normalised embeddings x.
+        indices: ``[B] long`` bank rows of the samples.
+        bank: ``[N, D] float`` memory bank rows (no gradient flows into them).
+        temperature: T.
+        n_negatives: negatives per sample.
+        generator: random generator for the negatives (on the bank's device).
+
+    Returns:
+        Scalar loss.
+    """
+    _check_batch(embeddings, indices, bank)
+    bank = bank.detach()
+    n_items = bank.shape[0]
+    if n_negatives is None or n_negatives >= n_items - 1:
+        return F.cross_entropy(embeddings @ bank.T / temperature, indices)
+    if n_negatives < 1:
+        raise ValueError(f"n_negatives must be positive or None, got {n_negatives}")
+    negatives = torch.randint(
+        n_items - 1, (indices.shape[0], n_negatives), generator=generator, device=bank.device
+    )
+    negatives += (negatives >= indices[:, None]).long()  # skip the sample's own row
+    candidates = torch.cat([indices[:, None], negatives], dim=1)  # [B, 1 + n_negatives], own row first
+    logits = torch.einsum("bd,bkd->bk", embeddings, bank[candidates]) / temperature
+    return F.cross_entropy(logits, torch.zeros_like(indices))
+
+
+def local_aggregation_loss(
+    embeddings: Tensor,
+    indices: Tensor,
+    bank: Tensor,
+    cluster_labels: Tensor,
+    temperature: float = LA_TEMPERATURE,
+    k_background: int = LA_BACKGROUND_NEIGHBOURS,
+) -> Tensor:
+    """Local Aggregation (Zhuang et al. 2019), averaged over the batch:
+    ``-log( sum_{j in C_i ∩ B_i} exp(v_j.x_i/T) / sum_{j in B_i} exp(v_j.x_i/T) )``.
+
+    - Background neighbours B_i: sample i's own row plus the ``k_background - 1`` bank rows closest to
+      ``x_i`` by cosine similarity (the whole bank when ``k_background >= N``).
+    - Close neighbours C_i: the rows sharing a cluster with i in ANY of the m clusterings (IDT prior:
+      k-means runs on IDT Fisher vectors), and i itself.
+
+    Args:
+        embeddings: ``[B, D] float`` L2-normalised embeddings x.
+        indices: ``[B] long`` bank rows of the samples.
+        bank: ``[N, D] float`` memory bank rows v (no gradient flows into them).
+        cluster_labels: ``[m, N] long`` cluster of every bank row in each of m clusterings.
+        temperature: T.
+        k_background: size of B_i.
+
+    Returns:
+        Scalar loss.
+    """
+    _check_batch(embeddings, indices, bank)
+    if cluster_labels.ndim != 2 or cluster_labels.shape[1] != bank.shape[0]:
+        raise ValueError(
+            f"cluster_labels must be [m, N] with N={bank.shape[0]}, got {tuple(cluster_labels.shape)}"
+        )
+    if k_background < 1:
+        raise ValueError(f"k_background must be positive, got {k_background}")
+    similarities = embeddings @ bank.detach().T  # [B, N]
+    with torch.no_grad():
+        ranking = similarities.detach().scatter(1, indices[:, None], float("inf"))
+        background = ranking.topk(min(k_background, bank.shape[0]), dim=1).indices  # [B, k]
+    logits = similarities.gather(1, background) / temperature
+    own_clusters = cluster_labels[:, indices]  # [m, B]
+    close = (cluster_labels[:, background] == own_clusters[:, :, None]).any(dim=0)
+    close |= background == indices[:, None]
+    log_close = torch.logsumexp(logits.masked_fill(~close, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - log_close).mean()

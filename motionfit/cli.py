@@ -1,0 +1,190 @@
+"""The ``motionfit`` command: demo, run, stage, status, report, synth, idt."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEMO_RUN_ROOT = "runs/demo"
+
+
+def _prefect_defaults() -> None:
+    """Quiet, offline-friendly Prefect settings unless the user set them."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", "8")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "run_root", None):
+        overrides["run_root"] = args.run_root
+    if getattr(args, "seed", None) is not None:
+        overrides["runtime"] = {"seed": args.seed}
+    for item in getattr(args, "set", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        import yaml
+
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return overrides
+
+
+def _load(args: argparse.Namespace):
+    from motionfit.config import load_config
+
+    preset = args.preset if args.config is None else None
+    if args.config is None and preset is None:
+        preset = "tiny"
+    return load_config(args.config, preset, _overrides(args), args.overlay)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from motionfit.flows.pipeline import pipeline_flow
+
+    config = _load(args)
+    pipeline_flow(config, until=args.until, only=args.only, start=args.start)
+    print(f"run finished: {config.run_root}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    args.start, args.until, args.only = None, None, args.stage
+    return cmd_run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from motionfit.config import load_config
+    from motionfit.flows.pipeline import pipeline_flow
+    from motionfit.tasks.report import render_report_for_terminal
+
+    overrides = {"run_root": args.run_root}
+    if args.seed is not None:
+        overrides["runtime"] = {"seed": args.seed}
+    config = load_config(preset=args.preset, overrides=overrides)
+    pipeline_flow(config)
+    print(render_report_for_terminal(config.run_root))
+    print(f"\nrun root: {config.run_root} (report.md, plots/, metrics.parquet)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from motionfit.status import render_status
+
+    print(render_status(args.run_root))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from motionfit.tasks.report import render_report_for_terminal
+
+    print(render_report_for_terminal(args.run_root))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from motionfit.config import load_config
+    from motionfit.tasks.synth import generate_dataset
+
+    config = load_config(preset=args.preset)
+    if config.synth is None:
+        raise SystemExit(f"preset {args.preset!r} has no synthetic data set section")
+    synth = config.synth if args.seed is None else config.synth.model_copy(update={"seed": args.seed})
+    summary = generate_dataset(Path(args.out), synth)
+    print(summary)
+    return 0
+
+
+def cmd_idt(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from motionfit.tasks.idt import IdtConfig, extract_video_trajectories
+
+    config = IdtConfig(mode=args.mode)
+    result = extract_video_trajectories(Path(args.video), config, boxes_path=args.boxes)
+    np.save(args.output, result.trajectories.astype(np.float32))
+    print(f"{len(result.trajectories)} trajectories x 436 -> {args.output}")
+    return 0
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="YAML config file (default: --preset tiny)")
+    parser.add_argument("--preset", help="tiny, small, ucf101, hmdb51, kinetics")
+    parser.add_argument("--seed", type=int, help="global seed (runtime.seed)")
+    parser.add_argument("--run-root", help="run root: local path or fsspec URL (s3://bucket/run)")
+    parser.add_argument(
+        "--overlay", action="append", type=Path, help="YAML merged over the config (repeatable)"
+    )
+    parser.add_argument(
+        "--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from motionfit.config import STAGES
+
+    parser = argparse.ArgumentParser(prog="motionfit", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the bundled synthetic data set")
+    demo.add_argument("--run-root", default=DEMO_RUN_ROOT)
+    demo.add_argument("--preset", default="tiny")
+    demo.add_argument("--seed", type=int)
+    demo.set_defaults(handler=cmd_demo)
+
+    run = commands.add_parser("run", help="run the pipeline (resumes: finished work is skipped)")
+    _add_config_arguments(run)
+    run.add_argument("--from", dest="start", choices=STAGES, help="start at this stage")
+    run.add_argument("--until", choices=STAGES, help="stop after this stage")
+    run.add_argument("--only", choices=STAGES, help="run this stage alone")
+    run.set_defaults(handler=cmd_run)
+
+    stage = commands.add_parser("stage", help="run one stage")
+    stage.add_argument("stage", choices=STAGES)
+    _add_config_arguments(stage)
+    stage.set_defaults(handler=cmd_stage)
+
+    status = commands.add_parser("status", help="stages and videos per status of a run")
+    status.add_argument("run_root")
+    status.set_defaults(handler=cmd_status)
+
+    report = commands.add_parser("report", help="print a run's result tables")
+    report.add_argument("run_root")
+    report.set_defaults(handler=cmd_report)
+
+    synth = commands.add_parser("synth", help="write the synthetic motion data set")
+    synth.add_argument("out", help="output folder")
+    synth.add_argument("--preset", default="tiny")
+    synth.add_argument("--seed", type=int)
+    synth.set_defaults(handler=cmd_synth)
+
+    idt = commands.add_parser("idt", help="Improved Dense Trajectories of one video (436 columns per row)")
+    idt.add_argument("video")
+    idt.add_argument("--mode", default="reference", choices=["reference"], help="flow used for tracking")
+    idt.add_argument("--boxes", type=Path, help="human boxes per frame (the reference's format)")
+    idt.add_argument("-o", "--output", required=True, help="output .npy")
+    idt.set_defaults(handler=cmd_idt)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _prefect_defaults()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Execution settings shared by every flow: task runner, batching, device and seed."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RuntimeConfig(BaseModel):
+    """Where and how the stages run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        "threads",
+        description="CPU stages' Prefect task runner. OpenCV and numpy release the GIL, so threads scale on "
+        "one machine; 'dask' runs on an existing cluster (dask_address) or one made from dask_cluster_class.",
+    )
+    max_workers: int = Field(2, ge=1, description="Concurrent CPU batches (threads or processes).")
+    dask_address: str | None = Field(None, description="Scheduler address of a running Dask cluster.")
+    dask_cluster_class: str | None = Field(
+        None, description="Dotted class of a Dask cluster to start, e.g. dask_jobqueue.SLURMCluster."
+    )
+    dask_cluster_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of that class.")
+    dask_adapt_kwargs: dict[str, Any] | None = Field(
+        None, description="Adaptive scaling, e.g. {maximum: 64}."
+    )
+    videos_per_batch: int = Field(
+        16, ge=1, description="Videos per CPU task: Prefect's per-task overhead matters at 240k videos."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="GPU stages' device; auto = CUDA if present."
+    )
+    torch_threads: int | None = Field(None, description="torch.set_num_threads for GPU stages on the CPU.")
+    seed: int = Field(0, description="Global seed; every stage derives its own from it.")
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device

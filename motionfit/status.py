@@ -1,0 +1,48 @@
+"""``motionfit status``: what a run has finished, stage by stage and video by video."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from motionfit.storage import fs
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.manifest import load_manifest, manifest_exists, stage_summary
+
+
+def _text_table(table: pd.DataFrame) -> str:
+    return table.to_string(index=False) if len(table) else "(none)"
+
+
+def run_outputs(layout: RunLayout) -> pd.DataFrame:
+    """One row per whole-run output (model, tables, checkpoints) with whether it exists."""
+    outputs = {
+        "fv_fit": fs.join(layout.fv_model, "fisher_model.npz"),
+        "fv_encode": fs.join(layout.fv_vectors, "zarr.json"),
+        "cluster": layout.clusters,
+        "pseudo_label": layout.pseudo_labels,
+        "evaluate": layout.metrics,
+        "report": layout.report,
+    }
+    rows = [(stage, url, "done" if fs.exists(url) else "missing") for stage, url in outputs.items()]
+    checkpoints = fs.list_names(layout.path("checkpoints"))
+    rows += [(f"train:{name}", layout.checkpoints(name), "checkpointed") for name in checkpoints]
+    return pd.DataFrame(rows, columns=["stage", "output", "state"])
+
+
+def render_status(run_root: str) -> str:
+    """Videos per stage and status (from the manifest), the failures, and the run-level outputs."""
+    layout = RunLayout.at(run_root)
+    if not manifest_exists(layout):
+        return f"{layout.root}: no manifest yet (the ingest stage has not run)"
+    manifest = load_manifest(layout)
+    parts = [
+        f"run root: {layout.root}",
+        "",
+        "videos per stage and status:",
+        _text_table(stage_summary(manifest)),
+    ]
+    failed = manifest[manifest["error"].notna()][["video_id", "error"]]
+    if len(failed):
+        parts += ["", f"videos with errors ({len(failed)}):", _text_table(failed.head(20))]
+    parts += ["", "run outputs:", _text_table(run_outputs(layout))]
+    return "\n".join(parts)

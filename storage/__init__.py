@@ -1,0 +1,1 @@
+"""Run layout, zarr array stores, parquet tables and atomic per-video commits."""

@@ -1,0 +1,80 @@
+"""Filesystem access for run roots given as local paths or fsspec URLs (``s3://bucket/run``, ``memory://x``)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+
+def resolve(url: str) -> tuple[AbstractFileSystem, str]:
+    """The filesystem holding ``url`` and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def join(url: str, *parts: str) -> str:
+    """``url`` with ``parts`` appended by ``/`` (keeps the protocol)."""
+    return posixpath.join(url.rstrip("/"), *parts) if parts else url
+
+
+def is_local(url: str) -> bool:
+    """True when ``url`` is a plain path or a ``file://`` URL."""
+    return "://" not in url or url.startswith("file://")
+
+
+def exists(url: str) -> bool:
+    fs, path = resolve(url)
+    return fs.exists(path)
+
+
+def makedirs(url: str) -> None:
+    fs, path = resolve(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def write_bytes_atomic(url: str, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, never a part.
+
+    Local files are written to a temporary name and renamed; object stores make a single PUT atomic anyway.
+    """
+    fs, path = resolve(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    if is_local(url):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+    else:
+        with fs.open(path, "wb") as handle:
+            handle.write(data)
+
+
+def read_json(url: str) -> Any:
+    fs, path = resolve(url)
+    with fs.open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def write_json_atomic(url: str, payload: Any) -> None:
+    write_bytes_atomic(url, json.dumps(payload, sort_keys=True, default=str).encode())
+
+
+def list_names(url: str, suffix: str = "") -> list[str]:
+    """Base names (without ``suffix``) of the files directly under ``url``; empty when it does not exist."""
+    fs, path = resolve(url)
+    if not fs.exists(path):
+        return []
+    names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
+    return sorted(n[: len(n) - len(suffix)] for n in names if n.endswith(suffix) and ".tmp-" not in n)
+
+
+def remove(url: str) -> None:
+    """Delete a file or folder tree; nothing happens when it does not exist."""
+    fs, path = resolve(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

@@ -1,0 +1,1 @@
+"""Pipeline stages: pure functions doing the work plus thin Prefect task wrappers."""

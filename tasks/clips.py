@@ -1,0 +1,542 @@
+"""Clips of RGB frames and optical flow read from the run's zarr stores, for training and inference.
+
+Every video is cut into a constant number R of clips with evenly spaced start frames, so a clip has a stable
+key ``(video_id, clip_index, start_frame)``: the same for every run, for RGB and for flow (both count frames
+on the flow's time axis, ``T - 1`` for a video of T frames, so an RGB clip and a flow clip with one key cover
+the same frames). Training draws its clips around those starts (temporal jitter) and augments all frames of a
+clip identically: one multi-scale random crop resized to the network's input (mmaction2's ``MultiScaleCrop``
+scales), an optional horizontal flip (which also negates the flow's x component: off by default, since a
+flip turns "move left" into "move right"), and for CMPL a strongly augmented second view (RandAugment-style
+ops and Cutout with one set of parameters per clip). Inference takes a centre crop.
+
+All randomness of an item is drawn from ``numpy.random.default_rng([seed, epoch, index])``: the sampler
+(:class:`EpochSampler`) hands the dataset ``(epoch, index)`` pairs, so the clips of an epoch do not depend on
+worker processes, their number, or on whether training was interrupted.
+
+Outputs are ``[C, T, H, W] float32``: RGB normalised with the Kinetics mean and standard deviation of
+torchvision's video models, flow as mmaction2 does (``(q - 128) / 128`` of the stored uint8 values).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from motionfit.storage.arrays import VideoArrayStore
+from motionfit.storage.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+MODALITY_STORES = {"rgb": "frames", "flow": "flow"}
+MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+"""RGB mean of torchvision's Kinetics-400 video models (on [0, 1] pixel values)."""
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+"""RGB standard deviation of torchvision's Kinetics-400 video models."""
+FLOW_MEAN = 128.0
+FLOW_STD = 128.0
+"""mmaction2's normalisation of uint8-quantised flow: ``(q - 128) / 128``."""
+
+MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+"""Crop sides as fractions of the short side (TSN / mmaction2 ``MultiScaleCrop``)."""
+
+CLIP_KEY_COLUMNS = ["video_id", "clip_index", "start_frame"]
+
+
+def clip_span(clip_length: int, frame_stride: int = 1) -> int:
+    """Frames covered by a clip of ``clip_length`` frames taken every ``frame_stride`` frames."""
+    if clip_length < 1 or frame_stride < 1:
+        raise ValueError(f"clip_length and frame_stride must be >= 1, got {clip_length} and {frame_stride}")
+    return (clip_length - 1) * frame_stride + 1
+
+
+def clip_starts(n_frames: int, span: int, clips_per_video: int) -> np.ndarray:
+    """Start frames ``[R] int64`` of R clips of ``span`` frames, evenly spaced in a video of ``n_frames``.
+
+    The admissible starts ``0 .. n_frames - span`` are cut into R equal segments and each clip starts at the
+    centre of its segment (R = 1: the centre clip). Videos shorter than a clip get start 0 (frames loop).
+    """
+    if clips_per_video < 1:
+        raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
+    n_starts = max(n_frames - span + 1, 1)
+    return np.floor((np.arange(clips_per_video) + 0.5) * n_starts / clips_per_video).astype(np.int64)
+
+
+def clip_keys(frame_counts: Mapping[str, int], span: int, clips_per_video: int) -> pd.DataFrame:
+    """The stable clip keys of ``frame_counts`` (``{video_id: frames on the flow axis}``).
+
+    Returns a table with columns ``video_id, clip_index, start_frame`` (R rows per video, videos in the
+    order given, ``clip_index`` 0..R-1) plus ``n_frames``.
+    """
+    video_ids = list(frame_counts)
+    starts = [clip_starts(frame_counts[v], span, clips_per_video) for v in video_ids]
+    return pd.DataFrame(
+        {
+            "video_id": np.repeat(np.asarray(video_ids, dtype=object), clips_per_video),
+            "clip_index": np.tile(np.arange(clips_per_video, dtype=np.int64), len(video_ids)),
+            "start_frame": np.concatenate(starts) if starts else np.zeros(0, np.int64),
+            "n_frames": np.repeat([frame_counts[v] for v in video_ids], clips_per_video).astype(np.int64),
+        }
+    )
+
+
+def frame_counts(layout: RunLayout, video_ids: Sequence[str], modalities: Sequence[str]) -> dict[str, int]:
+    """Frames of each video on the flow's time axis (RGB: T - 1; flow: its length), the minimum over
+    ``modalities``; videos not committed in every modality's store are left out (and logged)."""
+    stores = [_store(layout, m) for m in modalities]
+    committed = set.intersection(*(s.committed_ids() for s in stores))
+    missing = [v for v in video_ids if v not in committed]
+    if missing:
+        logger.warning(
+            "%d of %d videos are not committed in %s and are left out (first: %s)",
+            len(missing),
+            len(video_ids),
+            "/".join(MODALITY_STORES[m] for m in modalities),
+            missing[0],
+        )
+    counts = {}
+    for video_id in video_ids:
+        if video_id in committed:
+            lengths = [s.shape(video_id)[0] - (m == "rgb") for s, m in zip(stores, modalities, strict=True)]
+            counts[video_id] = max(min(lengths), 1)
+    return counts
+
+
+def labelled_videos(manifest: pd.DataFrame, split: str = "train") -> pd.DataFrame:
+    """The target's labelled videos of ``split``: ``video_id, label_index`` (label_index >= 0)."""
+    rows = manifest[
+        (manifest["dataset"] == "target") & (manifest["split"] == split) & (manifest["label_index"] >= 0)
+    ]
+    return rows[["video_id", "label_index"]].reset_index(drop=True)
+
+
+def unlabelled_videos(manifest: pd.DataFrame) -> list[str]:
+    """Videos usable without labels: every source video plus the target's ``unlabelled`` split."""
+    rows = manifest[(manifest["dataset"] == "source") | (manifest["split"] == "unlabelled")]
+    return rows["video_id"].tolist()
+
+
+def num_classes(manifest: pd.DataFrame) -> int:
+    """Number of target classes (``max(label_index) + 1`` over the target's rows)."""
+    labels = manifest.loc[manifest["dataset"] == "target", "label_index"]
+    if labels.empty or labels.max() < 0:
+        raise ValueError("manifest has no labelled target videos: cannot tell the number of classes")
+    return int(labels.max()) + 1
+
+
+def _store(layout: RunLayout, modality: str) -> VideoArrayStore:
+    if modality not in MODALITY_STORES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(MODALITY_STORES)}")
+    return layout.store(MODALITY_STORES[modality])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Spatial transforms on [T, C, H, W] float32 tensors holding raw (0-255) values
+
+
+@dataclass(frozen=True)
+class ClipTransform:
+    """Spatial processing of a clip (the same for all its frames).
+
+    ``train``: multi-scale random crop (sides from ``scales`` x short side, aspect ratio within one scale
+    step, random position) and optional ``horizontal_flip`` (p = 0.5); otherwise a centre square of
+    ``eval_crop_fraction`` x short side (112 of 128 by default). Both are resized to ``crop_size``.
+    ``strong_view`` adds a second, strongly augmented RGB view: its own crop and flip, then
+    ``randaugment_ops`` ops of random magnitude in [1, ``randaugment_magnitude``] (of 10) and a Cutout square
+    of up to ``cutout_fraction`` of the side (FixMatch's RandAugment as used by CMPL).
+    """
+
+    crop_size: int = 112
+    train: bool = False
+    scales: tuple[float, ...] = MULTI_SCALE_CROP_SCALES
+    eval_crop_fraction: float = 0.875
+    horizontal_flip: bool = False
+    strong_view: bool = False
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 10
+    cutout_fraction: float = 0.5
+
+
+def multi_scale_box(height: int, width: int, scales: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """A random crop box ``[top, left, box_height, box_width]`` (fractions of the frame) whose sides are
+    two scales at most one step apart, times the short side (mmaction2 ``MultiScaleCrop``)."""
+    short = min(height, width)
+    sides = [max(1, round(short * s)) for s in scales]
+    pairs = [(h, w) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1]
+    box_h, box_w = pairs[rng.integers(len(pairs))]
+    top = rng.integers(height - box_h + 1)
+    left = rng.integers(width - box_w + 1)
+    return np.array([top / height, left / width, box_h / height, box_w / width])
+
+
+def centre_box(height: int, width: int, fraction: float) -> np.ndarray:
+    """The centred square of side ``fraction`` x short side, as fractions ``[top, left, h, w]``."""
+    side = max(1, round(min(height, width) * fraction))
+    return np.array([(height - side) // 2 / height, (width - side) // 2 / width, side / height, side / width])
+
+
+def crop_resize(frames: torch.Tensor, box: np.ndarray, size: int) -> torch.Tensor:
+    """Crop the fractional ``box`` out of ``frames`` ``[T, C, H, W] float32`` and resize to ``[T, C, size,
+    size]`` (bilinear, antialiased)."""
+    height, width = frames.shape[-2:]
+    top, left = round(box[0] * height), round(box[1] * width)
+    box_h, box_w = max(1, round(box[2] * height)), max(1, round(box[3] * width))
+    crop = frames[..., top : top + box_h, left : left + box_w]
+    if crop.shape[-2:] == (size, size):
+        return crop
+    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def horizontal_flip(frames: torch.Tensor, modality: str) -> torch.Tensor:
+    """Mirror ``frames`` ``[T, C, H, W]`` (raw 0-255 values) left-right; for flow also negate the x component.
+
+    Quantised flow ``q`` stands for ``q / 255 * 2 * bound - bound``, so its negation is ``255 - q``.
+    """
+    flipped = frames.flip(-1)
+    if modality == "flow":
+        flipped = torch.cat([255.0 - flipped[:, :1], flipped[:, 1:]], dim=1)
+    return flipped
+
+
+def _tall(frames: torch.Tensor) -> torch.Tensor:
+    """``[T, C, H, W]`` -> ``[C, T*H, W]``: one image whose statistics span the whole clip."""
+    t, c, h, w = frames.shape
+    return frames.permute(1, 0, 2, 3).reshape(c, t * h, w)
+
+
+def _untall(image: torch.Tensor, n_frames: int) -> torch.Tensor:
+    c, th, w = image.shape
+    return image.reshape(c, n_frames, th // n_frames, w).permute(1, 0, 2, 3)
+
+
+def _signed(magnitude: float, rng: np.random.Generator) -> float:
+    return magnitude if rng.random() < 0.5 else -magnitude
+
+
+def _randaugment_op(frames: torch.Tensor, op: str, level: float, rng: np.random.Generator) -> torch.Tensor:
+    """One RandAugment op at ``level`` in (0, 1] on ``frames`` ``[T, 3, S, S] uint8``; ops that use image
+    statistics (autocontrast, equalize, contrast) use the whole clip's, so every frame changes alike."""
+    n_frames, size = frames.shape[0], frames.shape[-1]
+    if op == "identity":
+        return frames
+    if op in ("autocontrast", "equalize", "contrast"):
+        tall = _tall(frames)
+        if op == "autocontrast":
+            tall = TF.autocontrast(tall)
+        elif op == "equalize":
+            tall = TF.equalize(tall)
+        else:
+            tall = TF.adjust_contrast(tall, 1.0 + _signed(0.9 * level, rng))
+        return _untall(tall, n_frames).contiguous()
+    if op == "brightness":
+        return TF.adjust_brightness(frames, 1.0 + _signed(0.9 * level, rng))
+    if op == "color":
+        return TF.adjust_saturation(frames, 1.0 + _signed(0.9 * level, rng))
+    if op == "sharpness":
+        return TF.adjust_sharpness(frames, 1.0 + _signed(0.9 * level, rng))
+    if op == "posterize":
+        return TF.posterize(frames, bits=8 - round(4 * level))
+    if op == "solarize":
+        return TF.solarize(frames, threshold=255.0 * (1.0 - level))
+    fill = [128.0, 128.0, 128.0]
+    if op == "rotate":
+        return TF.rotate(frames, angle=_signed(30.0 * level, rng), fill=fill)
+    if op in ("shear_x", "shear_y"):
+        shear = float(np.degrees(np.arctan(_signed(0.3 * level, rng))))
+        shears = [shear, 0.0] if op == "shear_x" else [0.0, shear]
+        return TF.affine(frames, angle=0.0, translate=[0.0, 0.0], scale=1.0, shear=shears, fill=fill)
+    if op in ("translate_x", "translate_y"):
+        shift = _signed(0.3 * level * size, rng)
+        shifts = [shift, 0.0] if op == "translate_x" else [0.0, shift]
+        return TF.affine(frames, angle=0.0, translate=shifts, scale=1.0, shear=[0.0, 0.0], fill=fill)
+    raise ValueError(f"unknown RandAugment op {op!r}")
+
+
+RANDAUGMENT_OPS = (
+    "identity",
+    "autocontrast",
+    "equalize",
+    "rotate",
+    "solarize",
+    "color",
+    "posterize",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
+
+
+def randaugment_clip(
+    frames: torch.Tensor, rng: np.random.Generator, n_ops: int, max_magnitude: int, cutout_fraction: float
+) -> torch.Tensor:
+    """RandAugment + Cutout with one set of parameters for all frames: ``[T, 3, S, S] uint8`` -> same."""
+    for op in rng.choice(RANDAUGMENT_OPS, size=n_ops):
+        level = rng.integers(1, max_magnitude + 1) / 10.0
+        frames = _randaugment_op(frames, str(op), level, rng)
+    if cutout_fraction > 0:
+        size = frames.shape[-1]
+        half = round(rng.uniform(0.0, cutout_fraction) * size) // 2
+        top, left = rng.integers(size), rng.integers(size)
+        frames = frames.clone()
+        frames[..., max(0, top - half) : top + half, max(0, left - half) : left + half] = 128
+    return frames
+
+
+def normalise(frames: torch.Tensor, modality: str) -> torch.Tensor:
+    """Raw ``[T, C, H, W]`` values (0-255) to the network's ``[C, T, H, W] float32`` input."""
+    if modality == "rgb":
+        mean = torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(KINETICS_STD).view(1, 3, 1, 1) * 255.0
+        frames = (frames - mean) / std
+    else:
+        frames = (frames - FLOW_MEAN) / FLOW_STD
+    return frames.permute(1, 0, 2, 3).contiguous()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Dataset, sampler and loader
+
+
+class ClipDataset(Dataset):
+    """Clips of the keys in ``keys`` (columns ``video_id, clip_index, start_frame, n_frames``).
+
+    Items are clips (``by_video=False``: one per key row) or videos (``by_video=True``: the unique video ids
+    in order of first appearance; each item takes ``clips_per_item`` of the video's keys: all in order when
+    it has that many, otherwise a random choice in training, evenly spread ones in inference).
+
+    Args:
+        layout: the run whose ``frames``/``flow`` stores are read.
+        keys: the clip keys (see :func:`clip_keys`); the training clip starts jitter around them.
+        modalities: ``("rgb",)``, ``("flow",)`` or ``("rgb", "flow")`` (aligned: same frames, same crop).
+        clip_length, frame_stride: frames per clip and the step between them.
+        transform: spatial processing (crop, flip, strong view).
+        jitter_segments: training clips start uniformly within half a segment of their key's start, the
+            admissible starts being cut into this many segments (the clips per video the keys were made
+            with: a clip then stays in its own segment); 0 keeps the keys' starts exactly.
+        labels: ``{video_id: label_index}``; videos without one get -1.
+        seed: the run's seed; item randomness is drawn from ``(seed, epoch, index)``.
+
+    An item is a dict: one ``[C, T, H, W] float32`` tensor per modality (``[R, C, T, H, W]`` for video
+    items, R = ``clips_per_item``), ``rgb_strong`` with the strong view, and ``label``, ``index`` (the
+    item's position, e.g. a memory-bank row), ``clip_index`` and ``start_frame`` (the clip's actual start;
+    ``[R]`` tensors for video items).
+    """
+
+    def __init__(
+        self,
+        layout: RunLayout,
+        keys: pd.DataFrame,
+        modalities: Sequence[str],
+        clip_length: int,
+        transform: ClipTransform,
+        *,
+        frame_stride: int = 1,
+        by_video: bool = False,
+        clips_per_item: int = 1,
+        jitter_segments: int = 0,
+        labels: Mapping[str, int] | None = None,
+        seed: int = 0,
+    ) -> None:
+        missing = {*CLIP_KEY_COLUMNS, "n_frames"} - set(keys.columns)
+        if missing:
+            raise ValueError(f"keys lacks columns {sorted(missing)}; build it with clip_keys()")
+        for modality in modalities:
+            if modality not in MODALITY_STORES:
+                raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(MODALITY_STORES)}")
+        if transform.strong_view and "rgb" not in modalities:
+            raise ValueError("a strong view needs the rgb modality")
+        self.root = layout.root
+        self.keys = keys.reset_index(drop=True)
+        self.modalities = tuple(modalities)
+        self.clip_length = clip_length
+        self.frame_stride = frame_stride
+        self.transform = transform
+        self.by_video = by_video
+        self.clips_per_item = clips_per_item
+        self.jitter_segments = jitter_segments
+        self.seed = seed
+        video_ids = self.keys["video_id"].to_numpy()
+        self._clip_index = self.keys["clip_index"].to_numpy(dtype=np.int64)
+        self._start_frame = self.keys["start_frame"].to_numpy(dtype=np.int64)
+        self._n_frames = self.keys["n_frames"].to_numpy(dtype=np.int64)
+        self._video_of_row = video_ids
+        self.video_ids = list(dict.fromkeys(video_ids))
+        self.labels = np.array([(labels or {}).get(v, -1) for v in video_ids], dtype=np.int64)
+        if by_video:
+            rows = self.keys.groupby("video_id", sort=False).indices
+            self.video_rows = [np.asarray(rows[v]) for v in self.video_ids]
+        self._stores: dict[str, VideoArrayStore] | None = None
+
+    def __len__(self) -> int:
+        return len(self.video_ids) if self.by_video else len(self.keys)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_stores": None}  # each worker opens its own zarr handles
+
+    @property
+    def stores(self) -> dict[str, VideoArrayStore]:
+        if self._stores is None:
+            layout = RunLayout.at(self.root)
+            self._stores = {m: _store(layout, m) for m in self.modalities}
+        return self._stores
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        rows = self._item_rows(index, rng)
+        clips = [self._clip(int(row), rng) for row in rows]
+        if self.by_video:
+            item = {name: _stack([c[name] for c in clips]) for name in clips[0]}
+        else:
+            item = clips[0]
+        item["label"] = int(self.labels[rows[0]])
+        item["index"] = index
+        return item
+
+    def _item_rows(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        if not self.by_video:
+            return np.array([index])
+        rows = self.video_rows[index]
+        if len(rows) == self.clips_per_item:
+            return rows
+        if self.transform.train and len(rows) > self.clips_per_item:
+            return np.sort(rng.choice(rows, size=self.clips_per_item, replace=False))
+        return rows[
+            np.floor((np.arange(self.clips_per_item) + 0.5) * len(rows) / self.clips_per_item).astype(int)
+        ]
+
+    def _clip(self, row: int, rng: np.random.Generator) -> dict[str, Any]:
+        video_id, clip_index = self._video_of_row[row], int(self._clip_index[row])
+        start, n_frames = int(self._start_frame[row]), int(self._n_frames[row])
+        span = clip_span(self.clip_length, self.frame_stride)
+        if self.transform.train and self.jitter_segments > 0:
+            n_starts = max(n_frames - span + 1, 1)
+            jitter = n_starts // (2 * self.jitter_segments)
+            start = int(np.clip(start + rng.integers(-jitter, jitter + 1), 0, n_starts - 1))
+        indices = (start + np.arange(self.clip_length) * self.frame_stride) % n_frames
+        raw = {m: self._read(m, video_id, indices) for m in self.modalities}
+        clip: dict[str, Any] = {}
+        height, width = next(iter(raw.values())).shape[-2:]
+        box, flip = self._spatial_params(height, width, rng)
+        for modality, frames in raw.items():
+            frames = crop_resize(frames, box, self.transform.crop_size)
+            clip[modality] = normalise(horizontal_flip(frames, modality) if flip else frames, modality)
+        if self.transform.strong_view:
+            box, flip = self._spatial_params(height, width, rng)
+            frames = crop_resize(raw["rgb"], box, self.transform.crop_size)
+            frames = horizontal_flip(frames, "rgb") if flip else frames
+            strong = randaugment_clip(
+                frames.round().clamp(0, 255).to(torch.uint8),
+                rng,
+                self.transform.randaugment_ops,
+                self.transform.randaugment_magnitude,
+                self.transform.cutout_fraction,
+            )
+            clip["rgb_strong"] = normalise(strong.float(), "rgb")
+        clip["clip_index"] = clip_index
+        clip["start_frame"] = start
+        return clip
+
+    def _spatial_params(self, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        if not self.transform.train:
+            return centre_box(height, width, self.transform.eval_crop_fraction), False
+        box = multi_scale_box(height, width, self.transform.scales, rng)
+        return box, bool(self.transform.horizontal_flip and rng.random() < 0.5)
+
+    def _read(self, modality: str, video_id: str, indices: np.ndarray) -> torch.Tensor:
+        """Frames ``indices`` of ``video_id`` as raw ``[T, C, H, W] float32``."""
+        first, last = int(indices.min()), int(indices.max())
+        block = self.stores[modality].read_range(video_id, first, last + 1)
+        return torch.from_numpy(np.ascontiguousarray(block[indices - first])).permute(0, 3, 1, 2).float()
+
+
+def _stack(values: list[Any]) -> torch.Tensor:
+    return torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs: a permutation of ``range(n_items)`` drawn from ``(seed, epoch)``
+    (or the identity order when ``shuffle`` is False), repeated with fresh permutations until
+    ``num_samples`` (default ``n_items``) pairs. Call :meth:`set_epoch` before each epoch; the sampler lives
+    in the main process, so persistent workers see the new epoch through the pairs."""
+
+    def __init__(
+        self, n_items: int, seed: int = 0, shuffle: bool = True, num_samples: int | None = None
+    ) -> None:
+        if n_items < 1:
+            raise ValueError(f"EpochSampler needs at least one item, got n_items={n_items}")
+        self.n_items = n_items
+        self.seed = seed
+        self.shuffle = shuffle
+        self.num_samples = n_items if num_samples is None else num_samples
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        n_rounds = -(-self.num_samples // self.n_items)
+        orders = []
+        for round_index in range(n_rounds):
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(hash_seed(self.seed, self.epoch, round_index))
+                orders.append(torch.randperm(self.n_items, generator=generator))
+            else:
+                orders.append(torch.arange(self.n_items))
+        order = torch.cat(orders)[: self.num_samples].tolist()
+        return iter([(self.epoch, index) for index in order])
+
+
+def hash_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (e.g. ``(seed, epoch)``) through numpy's SeedSequence."""
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
+
+
+def _init_worker(worker_id: int) -> None:
+    """One intra-op thread per loader worker (workers run in parallel with the training process)."""
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    sampler: EpochSampler,
+    device: torch.device,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` in ``sampler``'s order: ``num_workers`` persistent workers (one thread
+    each), pinned memory on CUDA. The loader has its own generator seeded from ``seed``: the workers' python,
+    numpy and torch generators are seeded from it, and creating an iterator never consumes the global torch
+    RNG (which exact resumption restores). Items draw their augmentation from ``(seed, epoch, index)``."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_init_worker if num_workers > 0 else None,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+    )

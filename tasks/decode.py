@@ -1,0 +1,173 @@
+"""Decode videos to RGB frames with the short side resized, and store them per video in ``frames.zarr``.
+
+Decoding uses ``cv2.VideoCapture`` (the fastest decoder measured here, see FACTS.md) and resizes with
+``INTER_LINEAR``: ``INTER_AREA`` at non-integer factors costs more than the decoding itself. Frames that are
+dropped (stride, frame-rate cap) are only grabbed, never converted, and reading stops at ``max_frames``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.per_video import VideoOutcome, map_videos
+
+
+class VideoDecodeError(RuntimeError):
+    """Raised when a video file cannot be opened or yields too few frames."""
+
+
+class DecodeConfig(BaseModel):
+    """How videos become stored frames."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    short_side: int = Field(
+        128,
+        gt=0,
+        description="Resize so the short side has this many pixels, keeping the aspect ratio "
+        "(128, i.e. 128x171 for 4:3 video, as in R(2+1)D / MotionFit preprocessing).",
+    )
+    frame_stride: int = Field(1, ge=1, description="Keep every n-th frame (after the frame-rate cap).")
+    max_fps: float | None = Field(
+        None, gt=0, description="Cap the frame rate by dropping frames evenly; None keeps the source rate."
+    )
+    max_frames: int | None = Field(
+        None, ge=1, description="Keep at most this many frames from the start; None keeps them all."
+    )
+    min_frames: int = Field(
+        2, ge=1, description="Fewer decoded frames than this is an error (optical flow needs a pair)."
+    )
+
+    @model_validator(mode="after")
+    def _max_frames_reaches_min_frames(self) -> DecodeConfig:
+        if self.max_frames is not None and self.max_frames < self.min_frames:
+            raise ValueError(f"max_frames={self.max_frames} is below min_frames={self.min_frames}")
+        return self
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """Frames of one video: ``frames`` is ``[T, H, W, 3] uint8`` RGB at ``fps`` frames per second (after the
+    stride and frame-rate cap); ``source_*`` describe the file (``source_n_frames`` is counted when the file
+    was read to its end, else taken from the container when it reports more frames than were read)."""
+
+    frames: np.ndarray
+    fps: float
+    source_fps: float
+    source_n_frames: int
+    source_height: int
+    source_width: int
+
+
+def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the short side equal to ``short_side`` and the aspect ratio kept (rounded)."""
+    scale = short_side / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def source_step(fps: float, config: DecodeConfig) -> float:
+    """Source frames per kept frame: the stride times the frame-rate reduction (1 when not capped).
+
+    The k-th kept frame is source frame ``floor(k * step + 0.5)``, so frames are dropped evenly.
+    """
+    reduction = 1.0
+    if config.max_fps is not None and fps > config.max_fps:
+        reduction = fps / config.max_fps
+    return config.frame_stride * reduction
+
+
+def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
+    """Decode ``path`` to ``[T, H, W, 3] uint8`` RGB frames resized to ``config.short_side``.
+
+    Raises :class:`VideoDecodeError` naming ``path`` when the file does not exist, cannot be opened, has no
+    frames, has an unknown frame rate while ``max_fps`` is set, or yields fewer than ``config.min_frames``.
+    """
+    path = str(path)
+    if not Path(path).is_file():
+        raise VideoDecodeError(f"video file {path} does not exist")
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened():
+            raise VideoDecodeError(f"video file {path} cannot be opened by OpenCV's decoder")
+        source_fps = float(capture.get(cv2.CAP_PROP_FPS))
+        if config.max_fps is not None and not source_fps > 0:
+            raise VideoDecodeError(
+                f"video file {path} reports no frame rate ({source_fps}); "
+                f"cannot cap it to {config.max_fps} fps"
+            )
+        step = source_step(source_fps, config)
+        frames: list[np.ndarray] = []
+        source_shape: tuple[int, int] | None = None
+        target_shape: tuple[int, int] | None = None
+        n_read = 0
+        next_index = 0
+        reached_end = False
+        while config.max_frames is None or len(frames) < config.max_frames:
+            if not capture.grab():
+                reached_end = True
+                break
+            n_read += 1
+            if n_read - 1 != next_index:
+                continue
+            ok, frame = capture.retrieve()
+            if not ok:
+                break
+            if source_shape is None:
+                source_shape = frame.shape[:2]
+                target_shape = resized_shape(*source_shape, config.short_side)
+            if frame.shape[:2] != target_shape:
+                frame = cv2.resize(frame, target_shape[::-1], interpolation=cv2.INTER_LINEAR)
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            next_index = math.floor(len(frames) * step + 0.5)
+        source_n_frames = n_read if reached_end else max(n_read, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    finally:
+        capture.release()
+    if not frames:
+        raise VideoDecodeError(f"video file {path} has no decodable frames")
+    if len(frames) < config.min_frames:
+        raise VideoDecodeError(
+            f"video file {path} yields {len(frames)} frames, fewer than min_frames={config.min_frames}"
+        )
+    return DecodedVideo(
+        frames=np.stack(frames),
+        fps=source_fps / step,
+        source_fps=source_fps,
+        source_n_frames=source_n_frames,
+        source_height=source_shape[0],
+        source_width=source_shape[1],
+    )
+
+
+def decode_videos(
+    videos: list[tuple[str, str]], layout: RunLayout, config: DecodeConfig
+) -> list[VideoOutcome]:
+    """Decode a batch of ``(video_id, path)`` pairs into ``frames.zarr`` of ``layout``.
+
+    Videos already committed are skipped; a video that fails is recorded as failed (the error names its file)
+    and the batch goes on. Each stored array carries ``fps``, ``source_fps``, ``source_n_frames``,
+    ``source_height`` and ``source_width`` as attributes.
+    """
+    paths = dict(videos)
+    if len(paths) != len(videos):
+        raise ValueError(f"decode batch of {len(videos)} videos repeats a video_id")
+    store = layout.store("frames")
+
+    def process(video_id: str) -> None:
+        decoded = decode_video(paths[video_id], config)
+        attrs = {
+            "fps": decoded.fps,
+            "source_fps": decoded.source_fps,
+            "source_n_frames": decoded.source_n_frames,
+            "source_height": decoded.source_height,
+            "source_width": decoded.source_width,
+        }
+        store.write(video_id, decoded.frames, attrs=attrs)
+
+    return map_videos([video_id for video_id, _ in videos], store.markers, process)

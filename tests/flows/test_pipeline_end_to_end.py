@@ -1,0 +1,144 @@
+"""The whole pipeline on a small synthetic data set: every stage, the report and the Prefect artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
+
+from motionfit.config import load_config
+from motionfit.flows.pipeline import pipeline_flow
+from motionfit.status import render_status
+from motionfit.storage import fs
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.manifest import load_manifest
+from motionfit.tasks.evaluate import read_metrics
+from motionfit.tasks.report import render_report_for_terminal
+from motionfit.tasks.training import checkpoint_url
+
+pytestmark = pytest.mark.slow
+
+NETWORK = {"epochs": 2, "batch_size": 8, "num_workers": 0}
+
+
+def _latest(key: str):
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )
+    assert found, f"no artifact with key {key!r}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("e2e")
+    config = load_config(
+        preset="tiny",
+        overrides={
+            "run_root": str(root / "run"),
+            "synth_root": str(root / "data"),
+            "synth": {
+                "classes": ["TranslateLeft", "TranslateUp", "RotateClockwise"],
+                "n_train_per_class": 3,
+                "n_test_per_class": 2,
+                "n_source_per_class": 3,
+                "n_frames": 18,
+                "frame_size_px": [48, 48],
+            },
+            "decode": {"short_side": 48},
+            "cluster": {"n_clusters": 4},
+            "fisher": {"gmm": {"n_components": 4}},
+            "teacher": NETWORK,
+            "student": NETWORK,
+            "idt_student": {**NETWORK, "ir_warmup_epochs": 1},
+            "finetune": NETWORK,
+            "evaluate": {"fewshot_shots": [1, "all"], "gradcam_videos": 2, "retrieval_clips": 2},
+        },
+    )
+    pipeline_flow(config)
+    return Path(config.run_root), config
+
+
+def test_every_stage_finished_for_every_video(finished_run) -> None:
+    run_root, _ = finished_run
+    manifest = load_manifest(RunLayout.at(run_root))
+    assert len(manifest) == 24
+    for stage in ("decode", "flow", "idt"):
+        assert (manifest[f"status_{stage}"] == "done").all(), stage
+    layout = RunLayout.at(run_root)
+    for stage in ("teacher", "student_motionfit", "student_idt_la", "student_supervised", "finetune_scratch"):
+        assert fs.exists(checkpoint_url(layout, stage)), stage
+    assert "decode" in render_status(str(run_root))
+
+
+def test_metrics_cover_every_method(finished_run) -> None:
+    run_root, config = finished_run
+    metrics = read_metrics(RunLayout.at(run_root))
+    for method in config.methods:
+        rows = metrics[metrics["method"] == method].set_index("metric")["value"]
+        for metric in ("top1", "r@1", "r@5", "fewshot_1", "fewshot_all"):
+            assert 0.0 <= rows[metric] <= 100.0, (method, metric)
+    pct = metrics[metrics["metric"] == "pct_sup_top1"].set_index("method")["value"]
+    top1 = metrics[metrics["metric"] == "top1"].set_index("method")["value"]
+    np.testing.assert_allclose(pct["motionfit"], 100 * top1["motionfit"] / top1["supervised"])
+    assert set(metrics["metric"]) >= {
+        "cluster_nmi",
+        "cluster_purity",
+        "pseudo_label_acc",
+        "gmacs",
+        "params_m",
+    }
+
+
+def test_report_shows_the_metrics_and_plots(finished_run) -> None:
+    run_root, _ = finished_run
+    layout = RunLayout.at(run_root)
+    report = Path(layout.report).read_text()
+    metrics = read_metrics(layout)
+    motionfit_top1 = metrics.query("method == 'motionfit' and metric == 'top1'")["value"].iloc[0]
+    row = next(line for line in report.splitlines() if line.startswith("| MotionFit student"))
+    assert f"{motionfit_top1:.1f}" in row
+    plots = (
+        "training_curves.png",
+        "confusion_motionfit.png",
+        "retrieval_examples.png",
+        "gradcam_motionfit.png",
+    )
+    for plot in plots:
+        png = Path(layout.plots) / plot
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+        assert f"plots/{plot}" in report
+    terminal = render_report_for_terminal(str(run_root))
+    assert "MotionFit student" in terminal and f"{motionfit_top1:.1f}" in terminal
+
+
+def test_prefect_artifacts_hold_the_results(finished_run) -> None:
+    report = _latest("report")
+    assert "MotionFit student" in report.data and "data:image/png;base64," in report.data
+    metrics = _latest("metrics")
+    assert "pct_sup_top1" in str(metrics.data)
+    assert "decode" in str(_latest("manifest-summary").data)
+    for key in ("decode-progress", "flow-progress", "idt-progress"):
+        assert float(_latest(key).data) == pytest.approx(100.0)
+    assert "nmi" in str(_latest("cluster-quality").data)
+    teacher_epochs = _latest("teacher-epochs")
+    assert '"epoch"' in str(teacher_epochs.data) or "'epoch'" in str(teacher_epochs.data)
+    assert _latest("plot-confusion-motionfit").data.startswith("data:image/png;base64,")
+
+
+def test_a_second_run_reuses_every_result(finished_run) -> None:
+    run_root, config = finished_run
+    layout = RunLayout.at(run_root)
+    watched = [
+        checkpoint_url(layout, "teacher"),
+        checkpoint_url(layout, "finetune_motionfit"),
+        layout.pseudo_labels,
+    ]
+    before = [Path(url).stat().st_mtime_ns for url in watched]
+    pipeline_flow(config, until="finetune")
+    assert [Path(url).stat().st_mtime_ns for url in watched] == before
