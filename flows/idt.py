@@ -17,6 +17,7 @@ from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest, usable_videos
 from motionfit.storage.matrix import read_matrix, write_matrix
 from motionfit.storage.tables import read_table, write_table
+from motionfit.tasks.artifacts import publish_image, publish_table
 from motionfit.tasks.cluster import ClusterConfig, cluster_quality, cluster_sizes, cluster_videos
 from motionfit.tasks.fisher import (
     FisherConfig,
@@ -29,6 +30,7 @@ from motionfit.tasks.fisher import (
 from motionfit.tasks.idt import IdtConfig
 from motionfit.tasks.idt_stage import extract_idt_videos
 from motionfit.tasks.per_video import VideoOutcome
+from motionfit.tasks.plots import plot_cluster_examples
 
 FISHER_MODEL_FILE = "fisher_model.npz"
 
@@ -88,7 +90,7 @@ def idt_flow(config: PipelineConfig) -> dict[str, int]:
     upstream = ("decode", "flow") if config.idt.mode == "pipeline" else ("decode",)
     video_ids = list(usable_videos(load_manifest(layout), *upstream)["video_id"])
     frames = layout.markers("decode")
-    return run_video_stage(
+    summary = run_video_stage(
         "idt",
         idt_batch,
         layout,
@@ -98,6 +100,27 @@ def idt_flow(config: PipelineConfig) -> dict[str, int]:
         config.idt,
         max(1, config.runtime.videos_per_batch // 4),
     )
+    publish_descriptor_counts(layout)
+    return summary
+
+
+def publish_descriptor_counts(layout: RunLayout) -> pd.DataFrame:
+    """Trajectories per video (with frames and trajectories per frame) as the ``idt-descriptor-counts``
+    table; its description gives the totals."""
+    markers = layout.markers("idt")
+    rows = []
+    for video_id in sorted(markers.committed_ids()):
+        info = markers.committed_info(video_id)
+        n_frames = len(info.get("counts_per_frame", [])) or 1
+        rows.append({"video_id": video_id, "trajectories": info["shape"][0], "frames": n_frames})
+    counts = pd.DataFrame(rows, columns=["video_id", "trajectories", "frames"])
+    counts["per_frame"] = counts["trajectories"] / counts["frames"]
+    description = (
+        f"IDT trajectories of {len(counts)} videos: {int(counts['trajectories'].sum())} in all, "
+        f"median {counts['trajectories'].median():.0f} per video, {counts['per_frame'].mean():.1f} per frame"
+    )
+    publish_table("idt-descriptor-counts", counts, description)
+    return counts
 
 
 @flow(name="fv-fit")
@@ -157,9 +180,19 @@ def cluster_flow(config: PipelineConfig) -> dict[str, float]:
     create_table_artifact(
         sizes.head(200).to_dict(orient="records"), key="cluster-sizes", description="Videos per cluster"
     )
-    quality = cluster_quality(clusters, video_labels(load_manifest(layout)))
+    labels = video_labels(load_manifest(layout))
+    quality = cluster_quality(clusters, labels)
     create_table_artifact(
         quality.to_dict(orient="records"), key="cluster-quality", description="NMI and purity against labels"
+    )
+    picture = plot_cluster_examples(
+        layout.store("frames"),
+        clusters[clusters["run"] == 0],
+        fs.join(layout.plots, "cluster_examples.png"),
+        labels=labels.astype(str).to_dict(),
+    )
+    publish_image(
+        "cluster-examples", picture, "Frame strips of member videos of the largest clusters (run 0)"
     )
     return {**result, "nmi": float(quality["nmi"].mean()) if len(quality) else float("nan")}
 

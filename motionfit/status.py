@@ -29,6 +29,17 @@ def run_outputs(layout: RunLayout) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage", "output", "state"])
 
 
+def live_video_counts(layout: RunLayout, n_videos: int) -> pd.DataFrame:
+    """Committed and failed videos per per-video stage, read from the commit markers (current even while a
+    stage runs, unlike the manifest's status columns, which a stage refreshes when it ends)."""
+    rows = []
+    for stage in ("decode", "flow", "idt"):
+        markers = layout.markers(stage)
+        committed, failed = len(markers.committed_ids()), len(markers.failures())
+        rows.append((stage, committed, failed, max(n_videos - committed - failed, 0)))
+    return pd.DataFrame(rows, columns=["stage", "committed", "failed", "not yet"])
+
+
 def render_status(run_root: str) -> str:
     """Videos per stage and status (from the manifest), the failures, and the run-level outputs."""
     layout = RunLayout.at(run_root)
@@ -38,8 +49,11 @@ def render_status(run_root: str) -> str:
     parts = [
         f"run root: {layout.root}",
         "",
-        "videos per stage and status:",
+        "videos per stage and status (manifest):",
         _text_table(stage_summary(manifest)),
+        "",
+        "per-video stages now (commit markers):",
+        _text_table(live_video_counts(layout, int((manifest["status"] == "ok").sum()))),
     ]
     failed = manifest[manifest["error"].notna()][["video_id", "error"]]
     if len(failed):

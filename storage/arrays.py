@@ -21,6 +21,9 @@ from zarr.errors import ContainsGroupError
 from motionfit.storage import fs
 from motionfit.storage.markers import StageMarkers
 
+OPEN_ARRAYS = 4096
+"""Array handles a store keeps open for repeated reads."""
+
 
 class VideoNotCommittedError(KeyError):
     """Raised when a reader asks for a video that its stage has not committed."""
@@ -40,6 +43,7 @@ class VideoArrayStore:
     cname: str = "zstd"
     clevel: int = 3
     _group: Any = field(default=None, init=False, repr=False)
+    _opened: dict[str, zarr.Array] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def group(self) -> zarr.Group:
@@ -65,6 +69,7 @@ class VideoArrayStore:
         chunks = (chunk_rows, *array.shape[1:]) if array.ndim > 1 else (chunk_rows,)
         shard_rows = max(chunk_rows, math.ceil(max(n_rows, 1) / chunk_rows) * chunk_rows)
         self.markers.uncommit(video_id)
+        self._opened.pop(video_id, None)
         target = self.group.create_array(
             name=video_id,
             shape=array.shape,
@@ -81,9 +86,16 @@ class VideoArrayStore:
         self.markers.commit(video_id, info)
 
     def _open(self, video_id: str) -> zarr.Array:
-        if not self.markers.is_committed(video_id):
-            raise VideoNotCommittedError(f"video {video_id!r} is not committed in {self.url}")
-        return self.group[video_id]
+        """The committed array of ``video_id``. Handles are kept (up to OPEN_ARRAYS), so a training loader's
+        many clip reads of one video skip the marker check and the metadata read."""
+        array = self._opened.get(video_id)
+        if array is None:
+            if not self.markers.is_committed(video_id):
+                raise VideoNotCommittedError(f"video {video_id!r} is not committed in {self.url}")
+            if len(self._opened) >= OPEN_ARRAYS:
+                self._opened.clear()
+            array = self._opened[video_id] = self.group[video_id]
+        return array
 
     def read(self, video_id: str) -> np.ndarray:
         """The whole committed array of ``video_id``."""
@@ -107,4 +119,5 @@ class VideoArrayStore:
 
     def delete(self, video_id: str) -> None:
         self.markers.uncommit(video_id)
+        self._opened.pop(video_id, None)
         fs.remove(fs.join(self.url, video_id))

@@ -149,6 +149,7 @@ def _video_dataset(
     transform = ClipTransform(
         crop_size=config.crop_size,
         train=True,
+        scales=config.crop_scales,
         horizontal_flip=config.horizontal_flip,
         strong_view=strong_view,
     )

@@ -36,7 +36,6 @@ from motionfit.tasks.finetune import predict_videos
 from motionfit.tasks.gradcam import grad_cam
 from motionfit.tasks.optical_flow import FlowConfig, compute_tvl1_flow
 from motionfit.tasks.plots import (
-    plot_cluster_examples,
     plot_confusion_matrix,
     plot_gradcam,
     plot_retrieval_examples,
@@ -283,7 +282,7 @@ def evaluate_run(
 
 
 def _diagnostics(layout: RunLayout, manifest: pd.DataFrame, labels: dict[str, Any], result: EvaluationResult):
-    """Cluster NMI/purity and pseudo-label accuracy where labels exist; a picture of a few clusters."""
+    """Cluster NMI/purity and pseudo-label accuracy where labels exist."""
     records = []
     if table_exists(layout.clusters):
         from motionfit.tasks.cluster import cluster_quality
@@ -307,12 +306,9 @@ def _diagnostics(layout: RunLayout, manifest: pd.DataFrame, labels: dict[str, An
                     "seed": row.run,
                 },
             ]
-        result.plots["IDT clusters: member videos of the largest clusters"] = plot_cluster_examples(
-            layout.store("frames"),
-            clusters[clusters["run"] == 0],
-            fs.join(layout.plots, "cluster_examples.png"),
-            labels={k: str(v) for k, v in labels.items() if v is not None},
-        )
+        picture = fs.join(layout.plots, "cluster_examples.png")  # drawn by the cluster stage
+        if fs.exists(picture):
+            result.plots["IDT clusters: member videos of the largest clusters"] = picture
     if table_exists(layout.pseudo_labels):
         accuracy = pseudo_label_accuracy(read_table(layout.pseudo_labels), manifest)
         for name, metric in (("clip_top1", "pseudo_label_acc"), ("video_top1", "pseudo_label_video_acc")):

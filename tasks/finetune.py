@@ -207,7 +207,12 @@ def finetune(
     if init_checkpoint is not None:
         freeze_blocks(network, config.freeze_blocks)
     network = prepare_model(network, device, amp)
-    transform = ClipTransform(crop_size=config.crop_size, train=True, horizontal_flip=config.horizontal_flip)
+    transform = ClipTransform(
+        crop_size=config.crop_size,
+        train=True,
+        scales=config.crop_scales,
+        horizontal_flip=config.horizontal_flip,
+    )
     train_set = _clip_dataset(
         layout,
         train_videos,

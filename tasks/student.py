@@ -301,7 +301,12 @@ def _pseudo_label_setup(
         keys.drop(columns="logits"),
         student_modalities(config),
         config.clip_length,
-        ClipTransform(crop_size=config.crop_size, train=True, horizontal_flip=config.horizontal_flip),
+        ClipTransform(
+            crop_size=config.crop_size,
+            train=True,
+            scales=config.crop_scales,
+            horizontal_flip=config.horizontal_flip,
+        ),
         frame_stride=config.frame_stride,
         seed=config.seed,
     )
@@ -334,7 +339,12 @@ def _local_aggregation_setup(
         keys,
         student_modalities(config),
         config.clip_length,
-        ClipTransform(crop_size=config.crop_size, train=True, horizontal_flip=config.horizontal_flip),
+        ClipTransform(
+            crop_size=config.crop_size,
+            train=True,
+            scales=config.crop_scales,
+            horizontal_flip=config.horizontal_flip,
+        ),
         frame_stride=config.frame_stride,
         by_video=True,
         jitter_segments=config.clips_per_video,

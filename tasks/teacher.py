@@ -87,7 +87,12 @@ def _loader(
         clip_keys(counts, span, clips),
         ("flow",),
         config.clip_length,
-        ClipTransform(crop_size=config.crop_size, train=train, horizontal_flip=config.horizontal_flip),
+        ClipTransform(
+            crop_size=config.crop_size,
+            train=train,
+            scales=config.crop_scales,
+            horizontal_flip=config.horizontal_flip,
+        ),
         frame_stride=config.frame_stride,
         by_video=train,
         clips_per_item=clips if train else 1,

@@ -66,6 +66,11 @@ class TrainingConfig(BaseModel):
     horizontal_flip: bool = Field(
         False, description="random horizontal flip; off when classes are direction-defined (flip swaps them)"
     )
+    crop_scales: tuple[float, ...] = Field(
+        (1.0, 0.875, 0.75, 0.66),
+        min_length=1,
+        description="multi-scale random crop sides as fractions of the short side (TSN / mmaction2)",
+    )
     epochs: int = Field(30, ge=1, description="training epochs")
     batch_size: int = Field(16, ge=1, description="items per batch")
     lr: float = Field(0.01, gt=0, description="peak SGD learning rate")
