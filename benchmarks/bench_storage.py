@@ -27,7 +27,8 @@ from motionfit.tasks.optical_flow import FlowConfig, compute_tvl1_flow, quantize
 
 LAYOUTS = {
     "zstd-3, 16-frame chunks (flow default)": {"cname": "zstd", "clevel": 3, "chunk_frames": 16},
-    "lz4-3, 16-frame chunks (frames default)": {"cname": "lz4", "clevel": 3, "chunk_frames": 16},
+    "raw, 16-frame chunks (frames default)": {"cname": None, "chunk_frames": 16},
+    "lz4-3, 16-frame chunks": {"cname": "lz4", "clevel": 3, "chunk_frames": 16},
     "zstd-3, 1-frame chunks": {"cname": "zstd", "clevel": 3, "chunk_frames": 1},
     "zstd-3, one chunk per video": {"cname": "zstd", "clevel": 3, "chunk_frames": 10_000},
 }

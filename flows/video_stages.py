@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefect import Task, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from tqdm import tqdm
 
 from motionfit.flows.execution import fingerprint, stage_task_options
 from motionfit.storage.layout import RunLayout
@@ -49,9 +51,9 @@ def run_video_stage(
     ``items`` are what the batch task takes per video (ids, or (id, path) pairs) and ``video_ids`` their ids;
     ``item_fingerprint(item)`` describes an item's input content (an upstream commit time, a file's size and
     mtime), so a batch's cache key changes exactly when its inputs do. A batch with failed videos fails (and
-    is not cached); the others go on. A progress artifact ``<stage>-progress`` follows the batches; the
-    manifest's ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos ``done`` and
-    ``failed`` in this stage (from the markers) and of ``failed_batches``.
+    is not cached); the others go on. A progress artifact ``<stage>-progress`` (and, on a terminal, a progress
+    bar) follows the batches; the manifest's ``status_<stage>`` is refreshed from the commit markers. Returns
+    counts of videos ``done`` and ``failed`` in this stage (from the markers) and of ``failed_batches``.
     """
     logger = get_run_logger()
     task = batch_task.with_options(**stage_task_options(layout))
@@ -62,7 +64,9 @@ def run_video_stage(
         task.submit(layout.root, group, config, fingerprint(stage, [item_fingerprint(i) for i in group]))
         for group in groups
     ]
+    batch_sizes = {id(future): len(group) for future, group in zip(futures, groups, strict=True)}
     failed_batches = 0
+    bar = tqdm(total=len(items), desc=stage, unit="video", disable=not sys.stderr.isatty())
     for finished, future in enumerate(as_completed(futures), start=1):
         result = future.result(raise_on_failure=False)
         if isinstance(result, BaseException):
@@ -70,6 +74,8 @@ def run_video_stage(
             logger.warning("%s", result)
         if progress_id is not None:
             update_progress_artifact(progress_id, 100.0 * finished / max(len(futures), 1))
+        bar.update(batch_sizes[id(future)])
+    bar.close()
     manifest = refresh_stage_status(load_manifest(layout), layout.markers(stage), list(video_ids))
     save_manifest(layout, manifest)
     statuses = manifest.loc[manifest["video_id"].isin(set(video_ids)), f"status_{stage}"]

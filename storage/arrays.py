@@ -34,13 +34,14 @@ class VideoArrayStore:
     """One zarr group of per-video arrays plus the commit markers of the stage that writes it.
 
     ``url``: the group (``<run_root>/frames.zarr``); ``markers``: the writing stage's markers;
-    ``chunk_frames``: inner chunk length along axis 0; ``cname`` and ``clevel``: the blosc compressor.
+    ``chunk_frames``: inner chunk length along axis 0; ``cname`` and ``clevel``: the blosc compressor
+    (``cname`` None stores raw bytes).
     """
 
     url: str
     markers: StageMarkers
     chunk_frames: int = 16
-    cname: str = "zstd"
+    cname: str | None = "zstd"
     clevel: int = 3
     _group: Any = field(default=None, init=False, repr=False)
     _opened: dict[str, zarr.Array] = field(default_factory=dict, init=False, repr=False)
@@ -55,7 +56,9 @@ class VideoArrayStore:
                 self._group = zarr.open_group(store=self.url, mode="r+", zarr_format=3)
         return self._group
 
-    def _codec(self, dtype: np.dtype) -> BloscCodec:
+    def _codec(self, dtype: np.dtype) -> BloscCodec | None:
+        if self.cname is None:
+            return None
         shuffle = BloscShuffle.bitshuffle if dtype.itemsize == 1 else BloscShuffle.shuffle
         return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=shuffle, typesize=dtype.itemsize)
 

@@ -10,13 +10,14 @@ from motionfit.storage.arrays import VideoArrayStore
 from motionfit.storage.markers import StageMarkers
 
 ARRAY_STORES = {
-    "frames": ("frames.zarr", "decode", "lz4"),
+    "frames": ("frames.zarr", "decode", None),
     "flow": ("flow.zarr", "flow", "zstd"),
     "idt": ("idt.zarr", "idt", "zstd"),
 }
 """Per-video array stores: name -> (zarr group, the stage whose markers commit it, blosc compressor).
-RGB frames barely compress losslessly (1.2-1.4x): lz4 writes them 3x faster than zstd; flow (uint8, mostly
-near 128) compresses well with zstd (FACTS.md: 31 MB per 100 videos x 64 frames at 128x171)."""
+Measured with benchmarks/bench_storage.py: RGB frames barely compress losslessly (zstd 1.26x, lz4 1.07x) and
+compressing them doubles the decode stage's cost, so they are stored raw; flow (uint8, mostly near 128)
+compresses 7.8x with zstd at the same clip read time."""
 
 
 @dataclass(frozen=True)

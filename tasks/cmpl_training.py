@@ -26,7 +26,6 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
@@ -146,13 +145,7 @@ def _video_dataset(
     strong_view: bool,
     labels: dict[str, int] | None = None,
 ) -> ClipDataset:
-    transform = ClipTransform(
-        crop_size=config.crop_size,
-        train=True,
-        scales=config.crop_scales,
-        horizontal_flip=config.horizontal_flip,
-        strong_view=strong_view,
-    )
+    transform = config.clip_transform(strong_view=strong_view)
     return ClipDataset(
         layout,
         keys,
@@ -240,7 +233,7 @@ def train_cmpl(
             clip_keys(eval_counts, span, 1),
             ("rgb",),
             config.clip_length,
-            ClipTransform(crop_size=config.crop_size),
+            config.clip_transform(train=False),
             frame_stride=config.frame_stride,
             labels=dict(zip(eval_videos["video_id"], eval_videos["label_index"], strict=True)),
         )

@@ -207,12 +207,7 @@ def finetune(
     if init_checkpoint is not None:
         freeze_blocks(network, config.freeze_blocks)
     network = prepare_model(network, device, amp)
-    transform = ClipTransform(
-        crop_size=config.crop_size,
-        train=True,
-        scales=config.crop_scales,
-        horizontal_flip=config.horizontal_flip,
-    )
+    transform = config.clip_transform()
     train_set = _clip_dataset(
         layout,
         train_videos,
@@ -237,7 +232,7 @@ def finetune(
     val_loader = None
     if config.schedule == "plateau" and len(val_videos):
         val_set = _clip_dataset(
-            layout, val_videos, modality, config.clip_length, 1, ClipTransform(crop_size=config.crop_size)
+            layout, val_videos, modality, config.clip_length, 1, config.clip_transform(train=False)
         )
         val_loader = make_loader(
             val_set, config.batch_size, EpochSampler(len(val_set), shuffle=False), device

@@ -331,14 +331,15 @@ def build_manifest(config: DataConfig) -> pd.DataFrame:
 def synthetic_data_config(root: Path) -> DataConfig:
     """DataConfig of the data set that :func:`motionfit.tasks.synth.generate_dataset` wrote at ``root``."""
     layout = SynthLayout(Path(root))
+    has_source = layout.source_videos.is_dir()
     return DataConfig(
         target_format="ucf101",
         target_video_root=layout.target_videos,
         target_splits_dir=layout.target_splits,
         split=1,
-        source_format="folder",
-        source_video_root=layout.source_videos,
-        source_heldout_labels=layout.source_heldout_labels,
+        source_format="folder" if has_source else "none",
+        source_video_root=layout.source_videos if has_source else None,
+        source_heldout_labels=layout.source_heldout_labels if has_source else None,
     )
 
 

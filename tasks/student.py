@@ -53,7 +53,6 @@ from motionfit.storage.tables import read_table
 from motionfit.tasks.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
@@ -301,12 +300,7 @@ def _pseudo_label_setup(
         keys.drop(columns="logits"),
         student_modalities(config),
         config.clip_length,
-        ClipTransform(
-            crop_size=config.crop_size,
-            train=True,
-            scales=config.crop_scales,
-            horizontal_flip=config.horizontal_flip,
-        ),
+        config.clip_transform(),
         frame_stride=config.frame_stride,
         seed=config.seed,
     )
@@ -339,12 +333,7 @@ def _local_aggregation_setup(
         keys,
         student_modalities(config),
         config.clip_length,
-        ClipTransform(
-            crop_size=config.crop_size,
-            train=True,
-            scales=config.crop_scales,
-            horizontal_flip=config.horizontal_flip,
-        ),
+        config.clip_transform(),
         frame_stride=config.frame_stride,
         by_video=True,
         jitter_segments=config.clips_per_video,

@@ -22,7 +22,6 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
@@ -87,12 +86,7 @@ def _loader(
         clip_keys(counts, span, clips),
         ("flow",),
         config.clip_length,
-        ClipTransform(
-            crop_size=config.crop_size,
-            train=train,
-            scales=config.crop_scales,
-            horizontal_flip=config.horizontal_flip,
-        ),
+        config.clip_transform(train),
         frame_stride=config.frame_stride,
         by_video=train,
         clips_per_item=clips if train else 1,

@@ -37,6 +37,7 @@ from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists, write_table
+from motionfit.tasks.clips import ClipTransform
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,19 @@ class TrainingConfig(BaseModel):
     seed: int = Field(0, description="seed of initialisation, data order and augmentation")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
     amp: bool = Field(True, description="mixed precision (float16) and channels-last memory on CUDA")
+
+    def clip_transform(self, train: bool = True, **options: Any) -> ClipTransform:
+        """The spatial processing of this stage's clips: training augmentation (multi-scale crop, optional
+        flip) or, with ``train`` False, the evaluation centre crop; ``options`` go to ClipTransform."""
+        if not train:
+            return ClipTransform(crop_size=self.crop_size, **options)
+        return ClipTransform(
+            crop_size=self.crop_size,
+            train=True,
+            scales=self.crop_scales,
+            horizontal_flip=self.horizontal_flip,
+            **options,
+        )
 
 
 RESUME_IGNORED_FIELDS = frozenset({"num_workers"})
