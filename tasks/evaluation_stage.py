@@ -17,7 +17,8 @@ from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists
-from motionfit.tasks.clips import labelled_videos
+from motionfit.tasks.clips import centre_box, crop_resize, labelled_videos, normalise
+from motionfit.tasks.cluster import cluster_quality
 from motionfit.tasks.evaluate import (
     confusion_matrix,
     cosine_neighbours,
@@ -67,7 +68,6 @@ class EvaluationResult:
     confused_method: str = "motionfit"
     frames: int = 16
     resolution: int = 112
-    backbone: str = ""
 
 
 @dataclass
@@ -102,7 +102,9 @@ def representation(method: str, layout: RunLayout, finetune_config: Any, device:
     )
 
 
-def _features(network: _Network, layout: RunLayout, video_ids: list[str], n_clips: int, device: str):
+def _features(
+    network: _Network, layout: RunLayout, video_ids: list[str], n_clips: int, device: str
+) -> tuple[list[str], np.ndarray]:
     return video_features(
         network.model,
         layout,
@@ -116,7 +118,9 @@ def _features(network: _Network, layout: RunLayout, video_ids: list[str], n_clip
     )
 
 
-def test_probabilities(method: str, layout: RunLayout, test_ids: list[str], n_clips: int, device: str):
+def test_probabilities(
+    method: str, layout: RunLayout, test_ids: list[str], n_clips: int, device: str
+) -> tuple[list[str], np.ndarray]:
     """``(video_ids, probabilities [V, K])`` of ``method`` on the target test videos."""
     if method == "teacher":
         network = _network_from_checkpoint(checkpoint_url(layout, TEACHER_STAGE), device)
@@ -150,7 +154,16 @@ def flow_seconds_per_pair(
     return seconds / max(pairs, 1)
 
 
-def _retrieval_plot(layout, network, train_ids, train_feats, test_ids, test_feats, labels, count) -> str:
+def _retrieval_plot(
+    layout: RunLayout,
+    train_ids: list[str],
+    train_feats: np.ndarray,
+    test_ids: list[str],
+    test_feats: np.ndarray,
+    labels: dict[str, Any],
+    count: int,
+) -> str:
+    """The first ``count`` test videos with their 3 nearest training videos (MotionFit supplement, Fig. 1)."""
     neighbours = cosine_neighbours(test_feats[:count], train_feats, k=3)
     return plot_retrieval_examples(
         layout.store("frames"),
@@ -162,8 +175,9 @@ def _retrieval_plot(layout, network, train_ids, train_feats, test_ids, test_feat
 
 
 def _gradcam_plot(
-    layout: RunLayout, method: str, test_ids: list[str], class_names: list[str], count: int, device
-):
+    layout: RunLayout, method: str, test_ids: list[str], class_names: list[str], count: int, device: str
+) -> str:
+    """Grad-CAM heat maps of the fine-tuned ``method`` network on the first ``count`` test videos."""
     network = _network_from_checkpoint(checkpoint_url(layout, FINETUNE_STAGES[method]), device)
     store = layout.store("frames")
     frames = [store.read(video_id)[: network.clip_length] for video_id in test_ids[:count]]
@@ -175,8 +189,7 @@ def _gradcam_plot(
 
 
 def _centre_clip(frames: np.ndarray, crop_size: int) -> torch.Tensor:
-    from motionfit.tasks.clips import centre_box, crop_resize, normalise
-
+    """``[T, H, W, 3] uint8`` frames as the network's centre-cropped ``[3, T, crop, crop]`` input."""
     tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W]
     box = centre_box(frames.shape[1], frames.shape[2], 1.0)
     return normalise(crop_resize(tensor, box, crop_size), "rgb")  # [3, T, crop, crop]
@@ -240,7 +253,6 @@ def evaluate_run(
             result.plots[f"Retrieval: test queries and their 3 nearest training videos ({method})"] = (
                 _retrieval_plot(
                     layout,
-                    network,
                     train_ids,
                     train_feats,
                     test_ids,
@@ -259,8 +271,8 @@ def evaluate_run(
             else:
                 cost = student_inference_cost(gmacs, params, method=method)
             records += cost.records("test", seed)
+        if method == main_method:
             result.frames, result.resolution = network.clip_length, network.crop_size
-            result.backbone = f"{network.model.__class__.__name__}"
     if evaluation.gradcam_videos and main_method in FINETUNE_STAGES:
         result.plots[f"Grad-CAM of the fine-tuned {main_method} student"] = _gradcam_plot(
             layout, main_method, list(test["video_id"]), class_names, evaluation.gradcam_videos, device
@@ -281,12 +293,12 @@ def evaluate_run(
     return result
 
 
-def _diagnostics(layout: RunLayout, manifest: pd.DataFrame, labels: dict[str, Any], result: EvaluationResult):
+def _diagnostics(
+    layout: RunLayout, manifest: pd.DataFrame, labels: dict[str, Any], result: EvaluationResult
+) -> list[dict[str, Any]]:
     """Cluster NMI/purity and pseudo-label accuracy where labels exist."""
     records = []
     if table_exists(layout.clusters):
-        from motionfit.tasks.cluster import cluster_quality
-
         clusters = read_table(layout.clusters)
         quality = cluster_quality(clusters, pd.Series(labels).dropna())
         for row in quality.itertuples():
