@@ -36,6 +36,11 @@ class StageMarkers:
         fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), payload)
         fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
 
+    def annotate(self, video_id: str, **fields: Any) -> None:
+        """Add ``fields`` to the commit record of the committed ``video_id``."""
+        info = self.committed_info(video_id)
+        fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), {**info, **fields})
+
     def fail(self, video_id: str, error: str) -> None:
         """Record that ``video_id`` failed with ``error`` (it stays uncommitted and is retried next run)."""
         payload = {"video_id": video_id, "time": time.time(), "error": error}

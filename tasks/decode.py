@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.per_video import VideoOutcome, map_videos
+from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 
 class VideoDecodeError(RuntimeError):
@@ -150,9 +150,9 @@ def decode_videos(
 ) -> list[VideoOutcome]:
     """Decode a batch of ``(video_id, path)`` pairs into ``frames.zarr`` of ``layout``.
 
-    Videos already committed are skipped; a video that fails is recorded as failed (the error names its file)
-    and the batch goes on. Each stored array carries ``fps``, ``source_fps``, ``source_n_frames``,
-    ``source_height`` and ``source_width`` as attributes.
+    Videos already committed from the same file and config are skipped; a video that fails is recorded as
+    failed (the error names its file) and the batch goes on. Each stored array carries ``fps``,
+    ``source_fps``, ``source_n_frames``, ``source_height`` and ``source_width`` as attributes.
     """
     paths = dict(videos)
     if len(paths) != len(videos):
@@ -170,4 +170,9 @@ def decode_videos(
         }
         store.write(video_id, decoded.frames, attrs=attrs)
 
-    return map_videos([video_id for video_id, _ in videos], store.markers, process)
+    def key_of(video_id: str) -> str:
+        path = Path(paths[video_id])
+        stat = path.stat() if path.exists() else None
+        return inputs_key(config, str(path), stat and (stat.st_size, stat.st_mtime_ns))
+
+    return map_videos([video_id for video_id, _ in videos], store.markers, process, key_of)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.idt import IdtConfig, extract_trajectories
 from motionfit.tasks.optical_flow import dequantize_flow
-from motionfit.tasks.per_video import VideoOutcome, map_videos
+from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 
 def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfig) -> list[VideoOutcome]:
@@ -32,4 +32,11 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
             attrs={"counts_per_frame": result.counts_per_frame.tolist(), "mode": config.mode},
         )
 
-    return map_videos(video_ids, output.markers, process)
+    def key_of(video_id: str) -> str:
+        upstream = [frames_store.markers] + ([flow_store.markers] if config.mode == "pipeline" else [])
+        return inputs_key(
+            config,
+            [m.committed_info(video_id)["time"] if m.is_committed(video_id) else None for m in upstream],
+        )
+
+    return map_videos(video_ids, output.markers, process, key_of)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.per_video import VideoOutcome, map_videos
+from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 _opencv_threads_lock = threading.Lock()
 
@@ -140,8 +140,9 @@ def dequantize_flow(quantized: np.ndarray, bound: float) -> np.ndarray:
 def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -> list[VideoOutcome]:
     """Quantised TV-L1 flow for a batch of videos, from ``frames.zarr`` into ``flow.zarr`` of ``layout``.
 
-    Each stored array is ``[T-1, H, W, 2] uint8`` with attribute ``flow_bound``. Videos already committed are
-    skipped; a video whose frames are missing or whose flow fails is recorded as failed and the batch goes on.
+    Each stored array is ``[T-1, H, W, 2] uint8`` with attribute ``flow_bound``. Videos already committed from
+    the same frames and config are skipped; a video whose frames are missing or whose flow fails is recorded
+    as failed and the batch goes on.
     Sets OpenCV's process-wide thread count to ``config.threads_per_worker`` first (see the module docstring).
     """
     use_opencv_threads(config.threads_per_worker)
@@ -154,4 +155,12 @@ def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -
             video_id, quantize_flow(flow, config.flow_bound), attrs={"flow_bound": config.flow_bound}
         )
 
-    return map_videos(video_ids, flow_store.markers, process)
+    settings = config.model_dump(mode="json", by_alias=True, exclude={"threads_per_worker"})
+
+    def key_of(video_id: str) -> str:
+        frames = frames_store.markers
+        return inputs_key(
+            settings, frames.committed_info(video_id)["time"] if frames.is_committed(video_id) else None
+        )
+
+    return map_videos(video_ids, flow_store.markers, process, key_of)

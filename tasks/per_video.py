@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
 
 from motionfit.storage.markers import StageMarkers
 
@@ -23,26 +28,42 @@ class VideoOutcome:
     seconds: float = 0.0
 
 
+def inputs_key(*parts: Any) -> str:
+    """A short hash of what a video's output is computed from (stage config, source file, upstream commit)."""
+    blob = json.dumps(
+        [p.model_dump(mode="json", by_alias=True) if isinstance(p, BaseModel) else p for p in parts],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 def map_videos(
     video_ids: Iterable[str],
     markers: StageMarkers,
     process: Callable[[str], None],
+    key_of: Callable[[str], str] | None = None,
 ) -> list[VideoOutcome]:
-    """Run ``process(video_id)`` for every video not yet committed in ``markers``.
+    """Run ``process(video_id)`` for every video not yet committed in ``markers`` with its current inputs.
 
-    ``process`` must write the video's outputs and commit it (``VideoArrayStore.write`` does both). An
-    exception from one video is recorded as that video's failure (with the exception type and message) and the
-    batch goes on; committed videos are never recomputed.
+    ``process`` must write the video's outputs and commit it (``VideoArrayStore.write`` does both).
+    ``key_of(video_id)`` (see :func:`inputs_key`) names the inputs; it is recorded with the commit, and a
+    committed video whose recorded key differs (the stage config or an upstream output changed) is recomputed.
+    An exception from one video is recorded as that video's failure (with the exception type and message) and
+    the batch goes on.
     """
     done = markers.committed_ids()
     outcomes = []
     for video_id in video_ids:
-        if video_id in done:
+        key = key_of(video_id) if key_of else None
+        if video_id in done and (key is None or markers.committed_info(video_id).get("inputs_key") == key):
             outcomes.append(VideoOutcome(video_id, "skipped"))
             continue
         start = time.perf_counter()
         try:
             process(video_id)
+            if key is not None:
+                markers.annotate(video_id, inputs_key=key)
         except Exception as error:  # one bad video must not stop the batch
             message = f"{type(error).__name__}: {error}"
             logger.warning("%s failed for video %s: %s", markers.stage, video_id, message)

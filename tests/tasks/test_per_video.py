@@ -1,0 +1,65 @@
+"""The per-video map: committed videos are skipped only while their inputs are unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks import optical_flow
+from motionfit.tasks.decode import DecodeConfig, decode_videos
+from motionfit.tasks.ingest import build_manifest, synthetic_data_config
+from motionfit.tasks.optical_flow import FlowConfig, compute_flows
+from motionfit.tasks.per_video import inputs_key, map_videos
+
+
+def test_recorded_inputs_key_decides_what_is_recomputed(tmp_path: Path) -> None:
+    layout = RunLayout.at(tmp_path)
+    store = layout.store("flow")
+    calls: list[str] = []
+    keys = {"a": "k1", "b": "k1", "c": "k1"}
+
+    def process(video_id: str) -> None:
+        calls.append(video_id)
+        store.write(video_id, np.zeros((1, 2, 2, 2), np.uint8))
+
+    statuses = [o.status for o in map_videos(list(keys), store.markers, process, keys.get)]
+    assert statuses == ["done", "done", "done"]
+    assert [o.status for o in map_videos(list(keys), store.markers, process, keys.get)] == ["skipped"] * 3
+    keys["b"] = "k2"
+    map_videos(list(keys), store.markers, process, keys.get)
+    assert calls == ["a", "b", "c", "b"]
+    assert store.markers.committed_info("b")["inputs_key"] == "k2"
+
+
+def test_inputs_key_changes_with_config_values() -> None:
+    assert inputs_key(DecodeConfig(short_side=32), "x") == inputs_key(DecodeConfig(short_side=32), "x")
+    assert inputs_key(DecodeConfig(short_side=32), "x") != inputs_key(DecodeConfig(short_side=24), "x")
+
+
+def test_new_decode_config_recomputes_frames_and_then_their_flow(
+    micro_synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = build_manifest(synthetic_data_config(micro_synth_root)).head(3)
+    videos = list(zip(manifest["video_id"], manifest["path"], strict=True))
+    ids = [video_id for video_id, _ in videos]
+    layout = RunLayout.at(tmp_path / "run")
+    calls: list[int] = []
+    original = optical_flow.compute_tvl1_flow
+
+    def counting(frames, config):
+        calls.append(1)
+        return original(frames, config)
+
+    monkeypatch.setattr(optical_flow, "compute_tvl1_flow", counting)
+    decode_videos(videos, layout, DecodeConfig(short_side=32))
+    compute_flows(ids, layout, FlowConfig())
+    compute_flows(ids, layout, FlowConfig(threads_per_worker=2))  # thread count does not change the result
+    assert len(calls) == 3
+    decode_videos(videos, layout, DecodeConfig(short_side=16))
+    assert layout.store("frames").shape(ids[0])[1:3] == (16, 16)
+    compute_flows(ids, layout, FlowConfig())
+    assert len(calls) == 6
+    assert layout.store("flow").shape(ids[0])[1:3] == (16, 16)
