@@ -15,6 +15,7 @@ import motionfit
 from motionfit.runtime import RuntimeConfig
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.per_video import inputs_key
 
 STAGE_CACHE_POLICY: CachePolicy = TASK_SOURCE + INPUTS
 """A stage task's cache key: its source code plus every argument. Arguments are small and explicit: the run
@@ -71,8 +72,7 @@ def stage_task_options(layout: RunLayout) -> dict[str, Any]:
 
 def fingerprint(*parts: Any) -> str:
     """A short content hash of ``parts`` (plus the code version), used as a cache-key input."""
-    digest = hashlib.sha256(repr((motionfit.__version__, *parts)).encode())
-    return digest.hexdigest()[:20]
+    return inputs_key(motionfit.__version__, *parts)
 
 
 def file_fingerprint(path: str) -> tuple[str, int, float] | tuple[str, None, None]:
