@@ -56,9 +56,11 @@ def map_videos(
     outcomes = []
     for video_id in video_ids:
         key = key_of(video_id) if key_of else None
-        if video_id in done and (key is None or markers.committed_info(video_id).get("inputs_key") == key):
-            outcomes.append(VideoOutcome(video_id, "skipped"))
-            continue
+        if video_id in done:
+            if key is None or markers.committed_info(video_id).get("inputs_key") == key:
+                outcomes.append(VideoOutcome(video_id, "skipped"))
+                continue
+            markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed
         start = time.perf_counter()
         try:
             process(video_id)

@@ -63,3 +63,20 @@ def test_new_decode_config_recomputes_frames_and_then_their_flow(
     compute_flows(ids, layout, FlowConfig())
     assert len(calls) == 6
     assert layout.store("flow").shape(ids[0])[1:3] == (16, 16)
+
+
+def test_stale_video_whose_recomputation_fails_is_no_longer_committed(tmp_path: Path) -> None:
+    layout = RunLayout.at(tmp_path)
+    store = layout.store("flow")
+
+    def write(video_id: str) -> None:
+        store.write(video_id, np.zeros((1, 2, 2, 2), np.uint8))
+
+    def fail(video_id: str) -> None:
+        raise RuntimeError(f"cannot recompute {video_id}")
+
+    map_videos(["a"], store.markers, write, {"a": "k1"}.get)
+    outcomes = map_videos(["a"], store.markers, fail, {"a": "k2"}.get)
+    assert outcomes[0].status == "failed" and "cannot recompute a" in outcomes[0].error
+    assert store.committed_ids() == set()
+    assert store.markers.failures() == {"a": "RuntimeError: cannot recompute a"}
