@@ -266,3 +266,18 @@ def test_config_and_writer_reject_bad_input(tmp_path: Path) -> None:
         write_mp4(np.zeros((2, 16, 16, 3), np.float32), tmp_path / "x.mp4", 25.0)
     with pytest.raises(ValueError, match="role"):
         video_rngs(0, "validation", 0)
+
+
+def test_background_colour_range_bounds_the_spread_of_background_colours() -> None:
+    def corner_colours(**overrides: object) -> np.ndarray:
+        config = _test_config(background_contrast=0.0, noise_std=0.0, **overrides)
+        specs = [VideoSpec("source", index, "TranslateLeft", "x.mp4") for index in range(12)]
+        return np.stack([render_video(spec, config)[0, 0, 0] for spec in specs]).astype(np.float64) / 255.0
+
+    wide = corner_colours()
+    narrow = corner_colours(background_colour_range=(0.45, 0.55))
+    # A flat background is the two colours' mix times a brightness of 0.75-1.25.
+    assert np.all((narrow >= 0.45 * 0.75 - 0.01) & (narrow <= 0.55 * 1.25 + 0.01)), narrow
+    assert narrow.std(axis=0).max() < 0.3 * wide.std(axis=0).min(), (narrow.std(axis=0), wide.std(axis=0))
+    with pytest.raises(ValidationError):
+        SynthConfig(background_colour_range=(0.5, 1.2))
