@@ -189,11 +189,14 @@ class SynthConfig(BaseModel):
     def _zoom_at_least_one(self) -> SynthConfig:
         if self.zoom_ratio[0] < 1:
             raise ValueError(f"zoom_ratio must be >= 1 (zoom out uses its inverse), got {self.zoom_ratio}")
-        if self.background_colour_range[1] > 1:
-            raise ValueError(
-                f"background_colour_range must lie in (0, 1], got {self.background_colour_range}"
-            )
         return self
+
+    @field_validator("background_colour_range")
+    @classmethod
+    def _colours_at_most_one(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if bounds[1] > 1:
+            raise ValueError(f"background_colour_range must lie in (0, 1], got {bounds}")
+        return bounds
 
 
 def tiny_config(seed: int = 0) -> SynthConfig:
