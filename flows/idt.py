@@ -28,6 +28,7 @@ from motionfit.tasks.fisher import (
     save_fisher_model,
 )
 from motionfit.tasks.idt import IdtConfig
+from motionfit.tasks.idt_columns import IdtColumns
 from motionfit.tasks.idt_stage import extract_idt_videos
 from motionfit.tasks.per_video import VideoOutcome
 from motionfit.tasks.plots import plot_cluster_examples
@@ -42,13 +43,15 @@ def idt_batch(run_root: str, video_ids: list[str], config: IdtConfig, inputs: st
 
 
 @task(name="fv-fit")
-def fv_fit_task(run_root: str, video_ids: list[str], config: FisherConfig, inputs: str) -> str:
+def fv_fit_task(
+    run_root: str, video_ids: list[str], config: FisherConfig, idt_columns: IdtColumns, inputs: str
+) -> str:
     """Fit PCA + GMM on a seeded sample of the videos' descriptors; returns the saved model's URL."""
     layout = RunLayout(run_root)
     store = layout.store("idt")
     arrays = {video_id: store.read(video_id) for video_id in video_ids}
-    sample = sample_descriptors(arrays, config, np.random.default_rng(config.sample_seed))
-    model = fit_fisher_model(sample, config)
+    sample = sample_descriptors(arrays, config, np.random.default_rng(config.sample_seed), idt_columns)
+    model = fit_fisher_model(sample, config, idt_columns)
     url = fs.join(layout.fv_model, FISHER_MODEL_FILE)
     buffer = io.BytesIO()
     save_fisher_model(model, buffer)
@@ -132,7 +135,7 @@ def fv_fit_flow(config: PipelineConfig) -> dict[str, str]:
         raise RuntimeError(f"no video has IDT descriptors in {layout.root}: run the idt stage first")
     inputs = fingerprint("fv_fit", _idt_fingerprints(layout, video_ids))
     model_url = fv_fit_task.with_options(**stage_task_options(layout))(
-        layout.root, video_ids, config.fisher, inputs
+        layout.root, video_ids, config.fisher, config.idt.columns(), inputs
     )
     return {"model": model_url}
 
@@ -168,7 +171,8 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
 
 @flow(name="cluster")
 def cluster_flow(config: PipelineConfig) -> dict[str, float]:
-    """k-means of the videos in Fisher-vector space; sizes and NMI/purity (where labels exist) published."""
+    """k-means of the videos in Fisher-vector space; publishes the cluster sizes and, where labels exist,
+    NMI, AMI and purity."""
     layout = RunLayout.at(config.run_root)
     index = read_table(layout.fv_index)
     inputs = fingerprint(
@@ -183,7 +187,9 @@ def cluster_flow(config: PipelineConfig) -> dict[str, float]:
     labels = video_labels(load_manifest(layout))
     quality = cluster_quality(clusters, labels)
     create_table_artifact(
-        quality.to_dict(orient="records"), key="cluster-quality", description="NMI and purity against labels"
+        quality.to_dict(orient="records"),
+        key="cluster-quality",
+        description="NMI, AMI (0: chance) and purity against labels",
     )
     picture = plot_cluster_examples(
         layout.store("frames"),

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
-from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
 logger = logging.getLogger(__name__)
@@ -254,11 +254,12 @@ def _check_clusters_table(clusters: pd.DataFrame) -> None:
 
 
 def cluster_quality(clusters: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
-    """NMI and purity of each run of ``clusters`` against ``labels`` (a Series indexed by video_id).
+    """NMI, AMI and purity of each run of ``clusters`` against ``labels`` (a Series indexed by video_id).
 
     Videos without a label (absent from ``labels`` or NaN) are left out. Returns one row per run with
-    columns ``run, k, n_videos, nmi, purity`` (purity: the fraction of videos whose cluster's most common
-    label is their own).
+    columns ``run, k, n_videos, nmi, ami, purity``. AMI is the mutual information adjusted for chance (0 for
+    a random partition, whatever K): on a few hundred videos NMI alone is far above 0 even for random
+    clusters. Purity: the fraction of videos whose cluster's most common label is their own.
     """
     _check_clusters_table(clusters)
     if labels.index.has_duplicates:
@@ -270,13 +271,14 @@ def cluster_quality(clusters: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
         truth = video_labels.to_numpy()[labelled]
         predicted = group["cluster"].to_numpy()[labelled]
         if len(truth) == 0:
-            rows.append({"run": run, "k": k, "n_videos": 0, "nmi": np.nan, "purity": np.nan})
+            rows.append({"run": run, "k": k, "n_videos": 0, "nmi": np.nan, "ami": np.nan, "purity": np.nan})
             continue
         contingency = contingency_matrix(truth.astype(str), predicted, sparse=True)  # [classes, clusters]
         purity = float(contingency.max(axis=0).sum()) / len(truth)
         nmi = float(normalized_mutual_info_score(truth.astype(str), predicted))
-        rows.append({"run": run, "k": k, "n_videos": len(truth), "nmi": nmi, "purity": purity})
-    return pd.DataFrame(rows, columns=["run", "k", "n_videos", "nmi", "purity"])
+        ami = float(adjusted_mutual_info_score(truth.astype(str), predicted))
+        rows.append({"run": run, "k": k, "n_videos": len(truth), "nmi": nmi, "ami": ami, "purity": purity})
+    return pd.DataFrame(rows, columns=["run", "k", "n_videos", "nmi", "ami", "purity"])
 
 
 def cluster_sizes(clusters: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,15 @@
 """Evaluation metrics of the papers, as pure functions on arrays, and the long-form metrics table.
 
 Units: accuracies, recalls, few-shot accuracies, cluster purity and "% of supervised" are in percent (as the
-papers report them); cluster NMI lies in [0, 1]; ``gmacs`` is GMac per clip (ptflops), ``params_m`` millions
-of parameters; seconds are wall-clock seconds measured on the machine that ran the stage.
+papers report them); cluster NMI lies in [0, 1], cluster AMI in [-1, 1] (0: chance); ``gmacs`` is GMac per
+clip (ptflops), ``params_m`` millions of parameters; seconds are wall-clock seconds measured on the machine
+that ran the stage.
 
 The metrics table (``metrics.parquet``) is long: one row per ``method, metric, value, split, seed``. Methods
 are ``scratch``, ``teacher``, ``idt_la``, ``cmpl``, ``motionfit`` and ``supervised``; metric names are
 ``top1``, ``r@1`` ... ``r@50``, ``fewshot_1`` ... ``fewshot_all`` (and ``fewshot_<n>_std`` across probe
-seeds), ``pct_sup_top1``, ``pseudo_label_acc``, ``cluster_nmi``, ``cluster_purity``, ``gmacs``, ``params_m``,
-``flow_seconds_per_clip``, ``network_seconds_per_clip``.
+seeds), ``pct_sup_top1``, ``pseudo_label_acc``, ``cluster_nmi``, ``cluster_ami``, ``cluster_purity``,
+``gmacs``, ``params_m``, ``flow_seconds_per_clip``, ``network_seconds_per_clip``.
 """
 
 from __future__ import annotations

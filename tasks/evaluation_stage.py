@@ -296,7 +296,7 @@ def evaluate_run(
 def _diagnostics(
     layout: RunLayout, manifest: pd.DataFrame, labels: dict[str, Any], result: EvaluationResult
 ) -> list[dict[str, Any]]:
-    """Cluster NMI/purity and pseudo-label accuracy where labels exist."""
+    """Cluster NMI/AMI/purity and pseudo-label accuracy where labels exist."""
     records = []
     if table_exists(layout.clusters):
         clusters = read_table(layout.clusters)
@@ -307,6 +307,13 @@ def _diagnostics(
                     "method": "idt_clusters",
                     "metric": "cluster_nmi",
                     "value": row.nmi,
+                    "split": "all",
+                    "seed": row.run,
+                },
+                {
+                    "method": "idt_clusters",
+                    "metric": "cluster_ami",
+                    "value": row.ami,
                     "split": "all",
                     "seed": row.run,
                 },

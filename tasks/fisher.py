@@ -33,22 +33,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.tasks.gmm import ComputeDtype, DiagonalGmm, GmmConfig, fit_gmm, gmm_statistics
+from motionfit.tasks.idt_columns import REFERENCE_COLUMNS, IdtColumns
 from motionfit.tasks.sketch import CountSketch, count_sketch, make_count_sketch
 
 logger = logging.getLogger(__name__)
 
-IDT_DIM = 436
-"""Columns of one IDT row: 10 trajectory fields, 30 shape, 96 HOG, 108 HOF, 96 MBHx, 96 MBHy."""
-DESCRIPTOR_COLUMNS: dict[str, tuple[int, int]] = {
-    "trajectory": (10, 40),
-    "hog": (40, 136),
-    "hof": (136, 244),
-    "mbh": (244, 436),
-    "mbhx": (244, 340),
-    "mbhy": (340, 436),
-}
-"""Half-open column range of each descriptor type in an IDT row; columns 0-9 are trajectory fields."""
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+"""Version 2 stores the IDT row layout; version 1 files hold models of the reference's 436 columns."""
 
 DescriptorType = Literal["trajectory", "hog", "hof", "mbh", "mbhx", "mbhy"]
 Encoding = Literal["paper_eq5_6", "authors_code_unnormalised"]
@@ -114,7 +105,7 @@ class PcaProjection:
 
 @dataclass(frozen=True)
 class FisherBlock:
-    """One encoded group of IDT columns: ``columns`` ``[D] int64`` into a 436-column row, its PCA and GMM."""
+    """One encoded group of IDT columns: ``columns`` ``[D] int64`` into an IDT row, its PCA and GMM."""
 
     name: str
     columns: np.ndarray
@@ -128,9 +119,11 @@ class FisherBlock:
 
 @dataclass(frozen=True)
 class FisherModel:
-    """Everything needed to encode a video: its config, the PCA + GMM blocks and the count sketch."""
+    """Everything needed to encode a video: its config, the IDT row layout it reads, the PCA + GMM blocks
+    and the count sketch."""
 
     config: FisherConfig
+    idt_columns: IdtColumns
     blocks: tuple[FisherBlock, ...]
     sketch: CountSketch
 
@@ -146,29 +139,29 @@ class FisherModel:
         return sum(block.fisher_dim for block in self.blocks)
 
 
-def block_columns(config: FisherConfig) -> dict[str, np.ndarray]:
+def block_columns(config: FisherConfig, idt_columns: IdtColumns) -> dict[str, np.ndarray]:
     """IDT column indices ``[D] int64`` of each block: one per descriptor type, or one joint block."""
-    per_type = {name: np.arange(*DESCRIPTOR_COLUMNS[name]) for name in config.descriptor_types}
+    ranges = idt_columns.ranges()
+    per_type = {name: np.arange(*ranges[name]) for name in config.descriptor_types}
     if config.pca_scope == "joint":
         return {"joint": np.concatenate(list(per_type.values()))}
     return per_type
 
 
-def _check_idt(descriptors: np.ndarray, name: str) -> None:
-    if descriptors.ndim != 2 or descriptors.shape[1] != IDT_DIM:
-        raise ValueError(f"{name} has shape {descriptors.shape}; expected [N, {IDT_DIM}] IDT rows")
-
-
 def sample_descriptors(
-    arrays: Mapping[str, np.ndarray] | Sequence[np.ndarray], config: FisherConfig, rng: np.random.Generator
+    arrays: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+    config: FisherConfig,
+    rng: np.random.Generator,
+    idt_columns: IdtColumns = REFERENCE_COLUMNS,
 ) -> dict[str, np.ndarray] | list[np.ndarray]:
     """Random sample for fitting: ``n_sample_videos`` videos x up to ``descriptors_per_video`` rows each.
 
-    ``arrays`` maps video ids to ``[N, 436]`` IDT arrays (numpy or lazily read zarr arrays: only the chosen
-    rows of the chosen videos are read), or is a list of them. Returns the same kind of container holding
-    the chosen videos' sampled rows as ``[n, 436] float32`` (rows in their original order). Videos with
-    fewer rows contribute all of them.
+    ``arrays`` maps video ids to ``[N, D]`` IDT arrays (``D = idt_columns.row_dim``, 436 by default; numpy
+    or lazily read zarr arrays: only the chosen rows of the chosen videos are read), or is a list of them.
+    Returns the same kind of container holding the chosen videos' sampled rows as ``[n, D] float32`` (rows
+    in their original order). Videos with fewer rows contribute all of them.
     """
+    row_dim = idt_columns.row_dim
     keys = list(arrays.keys()) if isinstance(arrays, Mapping) else list(range(len(arrays)))
     n_videos = min(config.n_sample_videos, len(keys))
     chosen = np.sort(rng.choice(len(keys), size=n_videos, replace=False))
@@ -176,8 +169,8 @@ def sample_descriptors(
     for index in chosen:
         key = keys[index]
         array = arrays[key]
-        if len(array.shape) != 2 or array.shape[1] != IDT_DIM:
-            raise ValueError(f"IDT array of video {key!r} has shape {array.shape}; expected [N, {IDT_DIM}]")
+        if len(array.shape) != 2 or array.shape[1] != row_dim:
+            raise ValueError(f"IDT array of video {key!r} has shape {array.shape}; expected [N, {row_dim}]")
         n_rows = array.shape[0]
         if n_rows <= config.descriptors_per_video:
             rows = np.asarray(array[:], dtype=np.float32)
@@ -225,18 +218,20 @@ def fit_pca(
 
 
 def fit_fisher_model(
-    sample: Mapping[str, np.ndarray] | Sequence[np.ndarray], config: FisherConfig
+    sample: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+    config: FisherConfig,
+    idt_columns: IdtColumns = REFERENCE_COLUMNS,
 ) -> FisherModel:
     """Fit PCA and GMM per block on a sample of IDT arrays and draw the count sketch.
 
-    ``sample`` holds ``[N, 436]`` IDT arrays per video (all of them or the output of
-    :func:`sample_descriptors`): at most ``n_sample_videos`` x ``descriptors_per_video`` rows are drawn from
-    it with ``config.sample_seed`` (a no-op on an already sampled set).
+    ``sample`` holds ``[N, D]`` IDT arrays per video laid out as ``idt_columns`` says (all of them or the
+    output of :func:`sample_descriptors`): at most ``n_sample_videos`` x ``descriptors_per_video`` rows are
+    drawn from it with ``config.sample_seed`` (a no-op on an already sampled set).
     """
-    per_video = sample_descriptors(sample, config, np.random.default_rng(config.sample_seed))
+    per_video = sample_descriptors(sample, config, np.random.default_rng(config.sample_seed), idt_columns)
     arrays = list(per_video.values()) if isinstance(per_video, dict) else per_video
     if not arrays:
-        raise ValueError("sample holds no videos; expected IDT arrays [N, 436]")
+        raise ValueError(f"sample holds no videos; expected IDT arrays [N, {idt_columns.row_dim}]")
     descriptors = np.concatenate(arrays)
     if len(descriptors) < config.gmm.n_components:
         raise ValueError(
@@ -247,7 +242,7 @@ def fit_fisher_model(
         raise ValueError("sample contains NaN or infinite descriptors")
     logger.info("fitting Fisher model on %d descriptors from %d videos", len(descriptors), len(arrays))
     blocks = []
-    for name, columns in block_columns(config).items():
+    for name, columns in block_columns(config, idt_columns).items():
         block_descriptors = descriptors[:, columns]
         pca = fit_pca(
             block_descriptors,
@@ -269,7 +264,7 @@ def fit_fisher_model(
         blocks.append(FisherBlock(name, columns, pca, fit.gmm))
     fisher_dim = sum(block.fisher_dim for block in blocks)
     sketch = make_count_sketch(fisher_dim, config.sketch_dim, config.sketch_seed)
-    return FisherModel(config, tuple(blocks), sketch)
+    return FisherModel(config, idt_columns, tuple(blocks), sketch)
 
 
 def fisher_encode(
@@ -313,12 +308,15 @@ def power_l2_normalise(vector: np.ndarray, alpha: float = 0.5) -> np.ndarray:
 
 
 def fisher_vector(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
-    """Normalised Fisher vector ``[model.fisher_dim] float32`` of one video's IDT rows ``[N, 436]``.
+    """Normalised Fisher vector ``[model.fisher_dim] float32`` of one video's IDT rows ``[N, D]`` (``D``:
+    ``model.idt_columns.row_dim``, 436 with the reference's parameters).
 
     Blocks are encoded and power/L2-normalised separately, then concatenated and divided by sqrt(#blocks).
     """
     descriptors = np.asarray(descriptors)
-    _check_idt(descriptors, "descriptors")
+    row_dim = model.idt_columns.row_dim
+    if descriptors.ndim != 2 or descriptors.shape[1] != row_dim:
+        raise ValueError(f"descriptors has shape {descriptors.shape}; expected [N, {row_dim}] IDT rows")
     if not np.isfinite(descriptors).all():
         raise ValueError("descriptors contains NaN or infinite values")
     gmm_config = model.config.gmm
@@ -337,7 +335,7 @@ def fisher_vector(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
 
 
 def encode_video(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
-    """Count-sketched Fisher vector ``[sketch_dim] float32`` of one video's IDT rows ``[N, 436]``."""
+    """Count-sketched Fisher vector ``[sketch_dim] float32`` of one video's IDT rows ``[N, D]``."""
     return count_sketch(fisher_vector(descriptors, model), model.sketch)
 
 
@@ -354,6 +352,8 @@ def save_fisher_model(model: FisherModel, file: str | os.PathLike[str] | BinaryI
     arrays: dict[str, np.ndarray] = {
         "format_version": np.array(MODEL_FORMAT_VERSION),
         "config_json": np.array(model.config.model_dump_json()),
+        "idt_track_length": np.array(model.idt_columns.track_length),
+        "idt_type_dims": np.array(model.idt_columns.type_dims),
         "block_names": np.array([block.name for block in model.blocks]),
         "sketch_dim": np.array(model.sketch.sketch_dim),
         "sketch_seed": np.array(model.sketch.seed),
@@ -388,11 +388,15 @@ def load_fisher_model(file: str | os.PathLike[str] | BinaryIO) -> FisherModel:
 def _model_from_npz(npz: np.lib.npyio.NpzFile) -> FisherModel:
     with npz:
         version = int(npz["format_version"])
-        if version != MODEL_FORMAT_VERSION:
+        if version not in (1, MODEL_FORMAT_VERSION):
             raise ValueError(
-                f"Fisher model file has format version {version}; expected {MODEL_FORMAT_VERSION}"
+                f"Fisher model file has format version {version}; expected 1 or {MODEL_FORMAT_VERSION}"
             )
         config = FisherConfig.model_validate_json(str(npz["config_json"]))
+        idt_columns = REFERENCE_COLUMNS
+        if version >= 2:
+            hog, hof, mbhx, mbhy = (int(dim) for dim in npz["idt_type_dims"])
+            idt_columns = IdtColumns(int(npz["idt_track_length"]), (hog, hof, mbhx, mbhy))
         blocks = []
         for index, name in enumerate(npz["block_names"]):
             pca = PcaProjection(
@@ -410,4 +414,4 @@ def _model_from_npz(npz: np.lib.npyio.NpzFile) -> FisherModel:
         sketch = CountSketch(
             len(buckets), int(npz["sketch_dim"]), int(npz["sketch_seed"]), buckets, npz["sketch_signs"]
         )
-    return FisherModel(config, tuple(blocks), sketch)
+    return FisherModel(config, idt_columns, tuple(blocks), sketch)

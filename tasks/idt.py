@@ -47,6 +47,7 @@ from motionfit.tasks.idt_camera import (
     compensate_flow,
     warp_frame,
 )
+from motionfit.tasks.idt_columns import N_TRAJECTORY_FIELDS, IdtColumns
 from motionfit.tasks.idt_descriptors import (
     DescriptorLayout,
     FrameDescriber,
@@ -63,9 +64,6 @@ from motionfit.tasks.idt_flow import (
 from motionfit.tasks.idt_tracking import FinishedTracks, TrackSet, dense_sample
 
 logger = logging.getLogger(__name__)
-
-N_TRAJECTORY_FIELDS = 10
-"""Leading columns of a row: frame, mean x, mean y, std x, std y, length, scale, x_pos, y_pos, t_pos."""
 
 
 class IdtConfig(BaseModel):
@@ -152,9 +150,14 @@ class IdtConfig(BaseModel):
             track_length=self.track_length,
         )
 
+    def columns(self) -> IdtColumns:
+        """Column layout of the output rows (the reference's 436 columns with the defaults)."""
+        hog, hof, mbhx, mbhy = self.layout().type_dims
+        return IdtColumns(self.track_length, (hog, hof, mbhx, mbhy))
+
     def row_dim(self) -> int:
         """Columns of one output row (436 with the defaults)."""
-        return N_TRAJECTORY_FIELDS + 2 * self.track_length + sum(self.layout().type_dims)
+        return self.columns().row_dim
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DESCRIPTOR_TYPES = ("hog", "hof", "mbhx", "mbhy")
-
 
 @dataclass(frozen=True)
 class DescriptorLayout:

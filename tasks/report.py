@@ -34,8 +34,8 @@ MISSING = "–"
 
 
 def metric_decimals(metric: str) -> int:
-    """Decimals shown for ``metric``: 3 for NMI and seconds, 2 for GMac and parameters, 1 for percentages."""
-    if metric in ("cluster_nmi", "flow_seconds_per_clip", "network_seconds_per_clip"):
+    """Decimals shown for ``metric``: 3 for NMI, AMI and seconds, 2 for GMac and parameters, 1 for percentages."""
+    if metric in ("cluster_nmi", "cluster_ami", "flow_seconds_per_clip", "network_seconds_per_clip"):
         return 3
     if metric in ("gmacs", "params_m"):
         return 2
@@ -183,7 +183,11 @@ def report_tables(
         ),
         (
             "Cluster quality against true labels (mean ± std over k-means runs)",
-            _metric_table(summary, {"cluster_nmi": "NMI", "cluster_purity": "Purity (%)"}, split_column=True),
+            _metric_table(
+                summary,
+                {"cluster_nmi": "NMI", "cluster_ami": "AMI", "cluster_purity": "Purity (%)"},
+                split_column=True,
+            ),
         ),
         (
             "Pseudo-label accuracy (%)",

@@ -88,6 +88,7 @@ def test_metrics_cover_every_method(finished_run) -> None:
     np.testing.assert_allclose(pct["motionfit"], 100 * top1["motionfit"] / top1["supervised"])
     assert set(metrics["metric"]) >= {
         "cluster_nmi",
+        "cluster_ami",
         "cluster_purity",
         "pseudo_label_acc",
         "gmacs",

@@ -59,6 +59,9 @@ def test_cluster_quality_on_known_partitions():
     assert quality.loc[3, "purity"] == pytest.approx(1.0)
     # NMI (arithmetic mean normalisation) of singletons: I = H(classes) = ln 3, H(clusters) = ln 6
     assert quality.loc[3, "nmi"] == pytest.approx(2 * np.log(3) / (np.log(3) + np.log(6)))
+    # AMI: 1 for the relabelled copy, 0 (chance) for one cluster and for singletons, whose NMI is high
+    np.testing.assert_allclose(quality["ami"].to_numpy()[[0, 2, 3]], [1.0, 0.0, 0.0], atol=1e-12)
+    assert 0.0 < quality.loc[1, "ami"] < quality.loc[1, "nmi"]
 
 
 def test_cluster_quality_of_an_independent_partition_is_zero_and_ignores_unlabelled_videos():

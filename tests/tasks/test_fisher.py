@@ -9,7 +9,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from motionfit.tasks.fisher import (
-    IDT_DIM,
     FisherConfig,
     encode_video,
     encode_videos,
@@ -23,6 +22,8 @@ from motionfit.tasks.fisher import (
     save_fisher_model,
 )
 from motionfit.tasks.gmm import DiagonalGmm, GmmConfig, fit_gmm, mean_log_likelihood, run_em
+from motionfit.tasks.idt import IdtConfig
+from motionfit.tasks.idt_columns import REFERENCE_COLUMNS
 from motionfit.tasks.sketch import count_sketch
 
 
@@ -58,6 +59,9 @@ def direct_eq5_6(x: np.ndarray, gmm: DiagonalGmm) -> np.ndarray:
     return np.concatenate([np.ravel(first), np.ravel(second)])
 
 
+ROW_DIM = REFERENCE_COLUMNS.row_dim
+
+
 def direct_authors_variant(x: np.ndarray, gmm: DiagonalGmm) -> np.ndarray:
     """(1/N) sum q (x - mu) and (1/N) sum q (sigma^2 - (x - mu)^2), one component at a time."""
     q = direct_posteriors(x, gmm)
@@ -73,11 +77,11 @@ def synthetic_idt(
     rng: np.random.Generator, n_videos: int, n_rows: int, shift: float = 0.0
 ) -> list[np.ndarray]:
     """IDT-shaped arrays [n_rows, 436] float32 with correlated, positive (histogram-like) descriptors."""
-    mixing = rng.normal(size=(8, IDT_DIM - 10))
+    mixing = rng.normal(size=(8, ROW_DIM - 10))
     videos = []
     for _ in range(n_videos):
         latent = rng.normal(loc=shift, size=(n_rows, 8))
-        descriptors = np.abs(latent @ mixing + 0.3 * rng.normal(size=(n_rows, IDT_DIM - 10)))
+        descriptors = np.abs(latent @ mixing + 0.3 * rng.normal(size=(n_rows, ROW_DIM - 10)))
         fields = rng.uniform(0, 100, size=(n_rows, 10))
         videos.append(np.concatenate([fields, descriptors], axis=1).astype(np.float32))
     return videos
@@ -178,13 +182,13 @@ def test_fit_pca_keeps_the_requested_variance_or_fraction():
 
 def test_sample_descriptors_caps_videos_and_rows_reproducibly():
     rng = np.random.default_rng(6)
-    arrays = {f"v{i}": rng.normal(size=(n, IDT_DIM)) for i, n in enumerate([10, 300, 0, 50, 80])}
+    arrays = {f"v{i}": rng.normal(size=(n, ROW_DIM)) for i, n in enumerate([10, 300, 0, 50, 80])}
     config = FisherConfig(n_sample_videos=3, descriptors_per_video=40)
     sample = sample_descriptors(arrays, config, np.random.default_rng(0))
     again = sample_descriptors(arrays, config, np.random.default_rng(0))
     assert len(sample) == 3 and list(sample) == list(again)
     for video_id, rows in sample.items():
-        assert rows.dtype == np.float32 and rows.shape == (min(len(arrays[video_id]), 40), IDT_DIM)
+        assert rows.dtype == np.float32 and rows.shape == (min(len(arrays[video_id]), 40), ROW_DIM)
         np.testing.assert_array_equal(rows, again[video_id])
         source = arrays[video_id].astype(np.float32)
         assert all((source == row).all(axis=1).any() for row in rows)  # rows come from that video
@@ -203,7 +207,7 @@ def test_fitted_model_encodes_videos_to_normalised_sketched_fisher_vectors(pca_s
     model = fit_fisher_model(videos, small_config(pca_scope=pca_scope))
     expected_blocks = ["trajectory", "hog", "hof", "mbh"] if pca_scope == "per_type" else ["joint"]
     assert [block.name for block in model.blocks] == expected_blocks
-    assert sum(len(block.columns) for block in model.blocks) == IDT_DIM - 10
+    assert sum(len(block.columns) for block in model.blocks) == ROW_DIM - 10
     assert model.fisher_dim == sum(2 * 4 * len(block.pca.components) for block in model.blocks)
     vector = fisher_vector(videos[0], model)
     assert vector.shape == (model.fisher_dim,) and vector.dtype == np.float32
@@ -247,7 +251,7 @@ def test_fisher_vectors_separate_videos_with_different_motion_statistics():
 def test_video_without_trajectories_gets_a_zero_vector():
     rng = np.random.default_rng(10)
     model = fit_fisher_model(synthetic_idt(rng, n_videos=3, n_rows=80), small_config())
-    empty = np.zeros((0, IDT_DIM), dtype=np.float32)
+    empty = np.zeros((0, ROW_DIM), dtype=np.float32)
     np.testing.assert_array_equal(fisher_vector(empty, model), np.zeros(model.fisher_dim, dtype=np.float32))
     np.testing.assert_array_equal(encode_video(empty, model), np.zeros(64, dtype=np.float32))
 
@@ -258,11 +262,11 @@ def test_bad_inputs_raise_errors_naming_them():
     with pytest.raises(ValueError, match=r"descriptors has shape \(5, 435\)"):
         encode_video(np.zeros((5, 435), dtype=np.float32), model)
     with pytest.raises(ValueError, match="descriptors contains NaN"):
-        fisher_vector(np.full((2, IDT_DIM), np.nan, dtype=np.float32), model)
+        fisher_vector(np.full((2, ROW_DIM), np.nan, dtype=np.float32), model)
     with pytest.raises(ValueError, match=r"expected \[N, 3\]"):
         fisher_encode(np.zeros((4, 2)), random_gmm(rng, 2, 3))
     with pytest.raises(ValueError, match="needs at least as many"):
-        fit_fisher_model([np.zeros((2, IDT_DIM), dtype=np.float32)], small_config())
+        fit_fisher_model([np.zeros((2, ROW_DIM), dtype=np.float32)], small_config())
 
 
 def test_save_and_load_round_trip_through_a_path_and_a_file_object(tmp_path):
@@ -283,3 +287,19 @@ def test_save_and_load_round_trip_through_a_path_and_a_file_object(tmp_path):
             np.testing.assert_array_equal(ours.gmm.means, theirs.gmm.means)
             np.testing.assert_array_equal(ours.pca.components, theirs.pca.components)
         np.testing.assert_array_equal(encode_video(videos[2], loaded), encode_video(videos[2], model))
+
+
+def test_model_reads_the_row_layout_of_other_idt_parameters(tmp_path):
+    columns = IdtConfig(track_length=8).columns()  # shape 16 columns instead of 30
+    assert columns.row_dim == 422 and columns.ranges()["hog"] == (26, 122)
+    rng = np.random.default_rng(13)
+    videos = [np.abs(rng.normal(size=(90, columns.row_dim))).astype(np.float32) for _ in range(3)]
+    model = fit_fisher_model(videos, small_config(), columns)
+    assert model.blocks[0].columns.tolist() == list(range(10, 26))
+    assert model.blocks[-1].columns.tolist() == list(range(230, 422))  # MBHx and MBHy
+    with pytest.raises(ValueError, match=r"expected \[N, 422\]"):
+        encode_video(np.zeros((3, ROW_DIM), dtype=np.float32), model)
+    save_fisher_model(model, tmp_path / "model.npz")
+    loaded = load_fisher_model(tmp_path / "model.npz")
+    assert loaded.idt_columns == columns
+    np.testing.assert_array_equal(encode_video(videos[0], loaded), encode_video(videos[0], model))

@@ -31,6 +31,8 @@ def metrics() -> pd.DataFrame:
         {"method": "motionfit", "metric": "r@1", "value": 40.0},
         {"method": "idt_la", "metric": "cluster_nmi", "value": 0.5, "split": "source", "seed": 0},
         {"method": "idt_la", "metric": "cluster_nmi", "value": 0.7, "split": "source", "seed": 1},
+        {"method": "idt_la", "metric": "cluster_ami", "value": 0.25, "split": "source", "seed": 0},
+        {"method": "idt_la", "metric": "cluster_ami", "value": 0.45, "split": "source", "seed": 1},
         {"method": "motionfit", "metric": "pseudo_label_acc", "value": 95.25, "split": "source"},
         {"method": "teacher", "metric": "top1", "value": 90.5, "split": "val"},
     ]
@@ -85,6 +87,7 @@ def test_write_report_puts_each_number_in_its_row(tmp_path, metrics):
     assert row_cells(clusters, "IDT-prior Local Aggregation")[1:] == [
         "source",
         "0.600 ± 0.100",
+        "0.350 ± 0.100",
         report.MISSING,
     ]
     assert row_cells(section(markdown, "Pseudo-label"), "MotionFit student")[1:] == ["source", "95.2"]
