@@ -58,7 +58,9 @@ def _manifest_fingerprint(layout: RunLayout) -> Any:
 def teacher_task(run_root: str, config: TeacherConfig, device: str, inputs: str) -> dict[str, Any]:
     """Train the flow teacher on the labelled target (MotionFit's multi-clip loss); resumable."""
     layout = RunLayout(run_root)
-    return train_teacher(layout, load_manifest(layout), config, device, _epoch_table(TEACHER_STAGE).append)
+    manifest = load_manifest(layout)
+    on_epoch_end = _epoch_table(TEACHER_STAGE).append
+    return train_teacher(layout, manifest, config, device, on_epoch_end, TEACHER_STAGE, inputs)
 
 
 @task(name="pseudo-label", tags=GPU_TAGS)
@@ -80,7 +82,8 @@ def student_task(
 ) -> dict[str, Any]:
     """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL); resumable."""
     layout = RunLayout(run_root)
-    return train_student(layout, load_manifest(layout), config, device, _epoch_table(stage).append, stage)
+    manifest = load_manifest(layout)
+    return train_student(layout, manifest, config, device, _epoch_table(stage).append, stage, inputs)
 
 
 @task(name="finetune", tags=GPU_TAGS)
@@ -90,7 +93,7 @@ def finetune_task(
     """Fine-tune ``init`` (None: train from scratch) on the labelled target and score its test split."""
     layout = RunLayout(run_root)
     manifest = load_manifest(layout)
-    return finetune(layout, manifest, config, init, stage, device, "rgb", _epoch_table(stage).append)
+    return finetune(layout, manifest, config, init, stage, device, "rgb", _epoch_table(stage).append, inputs)
 
 
 def _as_rows(values: dict[str, Any]) -> Any:

@@ -167,6 +167,7 @@ def train_cmpl(
     device: torch.device,
     on_epoch_end: EpochCallback | None = None,
     stage: str = "student",
+    data_key: str | None = None,
 ) -> dict[str, Any]:
     """CMPL training of the primary (exported as the stage's network) and auxiliary networks; an epoch is one
     pass over the unlabelled videos. Returns the student summary plus ``<eval_split>_video_top1`` of the
@@ -272,7 +273,7 @@ def train_cmpl(
             metrics.update({f"{config.eval_split}_{name}": value for name, value in scores.items()})
         return metrics
 
-    history = fit(layout, stage, config, state, run_epoch, on_epoch_end)
+    history = fit(layout, stage, config, state, run_epoch, on_epoch_end, data_key)
     final = last_metrics(history)
     summary = {
         "stage": stage,

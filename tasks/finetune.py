@@ -188,6 +188,7 @@ def finetune(
     device: str | torch.device | None = None,
     modality: Literal["rgb", "flow"] = "rgb",
     on_epoch_end: EpochCallback | None = None,
+    data_key: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``init_checkpoint``'s network (or a fresh one when None) on the target's labelled train
     split, then score the test split; resumable (see :func:`fit`). Test predictions are written to
@@ -270,7 +271,7 @@ def finetune(
             scheduler.step(monitored)
         return metrics
 
-    history = fit(layout, stage_name, config, state, run_epoch, on_epoch_end)
+    history = fit(layout, stage_name, config, state, run_epoch, on_epoch_end, data_key)
     summary: dict[str, Any] = {
         "stage": stage_name,
         "checkpoint": checkpoint_url(layout, stage_name),

@@ -34,7 +34,8 @@ MISSING = "–"
 
 
 def metric_decimals(metric: str) -> int:
-    """Decimals shown for ``metric``: 3 for NMI, AMI and seconds, 2 for GMac and parameters, 1 for percentages."""
+    """Decimals shown for ``metric``: 3 for NMI, AMI and seconds, 2 for GMac and parameters, 1 for
+    percentages."""
     if metric in ("cluster_nmi", "cluster_ami", "flow_seconds_per_clip", "network_seconds_per_clip"):
         return 3
     if metric in ("gmacs", "params_m"):

@@ -375,6 +375,7 @@ def train_student(
     device: str | torch.device | None = None,
     on_epoch_end: EpochCallback | None = None,
     stage: str = STUDENT_STAGE,
+    data_key: str | None = None,
 ) -> dict[str, Any]:
     """Train the RGB student with ``config.objective``; resumable (see :func:`fit`). The exported network
     (``load_network(checkpoint)``) is the student; ``finetune`` starts from it.
@@ -386,7 +387,7 @@ def train_student(
     if config.objective == "cmpl":
         from motionfit.tasks.cmpl_training import train_cmpl  # cmpl_training imports this module
 
-        return train_cmpl(layout, manifest, config, device, on_epoch_end, stage)
+        return train_cmpl(layout, manifest, config, device, on_epoch_end, stage, data_key)
     amp = use_amp(config, device)
     seed_everything(config.seed)
     setup = (_pseudo_label_setup if config.objective == "pseudo_labels" else _local_aggregation_setup)(
@@ -426,7 +427,7 @@ def train_student(
             model, step, optimizer, scheduler, loader, device, epoch, scaler, amp=amp, channels_last=amp
         )
 
-    history = fit(layout, stage, config, state, run_epoch, on_epoch_end)
+    history = fit(layout, stage, config, state, run_epoch, on_epoch_end, data_key)
     summary = {
         "stage": stage,
         "checkpoint": checkpoint_url(layout, stage),

@@ -115,6 +115,7 @@ def train_teacher(
     device: str | torch.device | None = None,
     on_epoch_end: EpochCallback | None = None,
     stage: str = TEACHER_STAGE,
+    data_key: str | None = None,
 ) -> dict[str, Any]:
     """Train the flow teacher on the target's labelled train split; resumable (see :func:`fit`).
 
@@ -163,7 +164,7 @@ def train_teacher(
             metrics.update({f"{config.eval_split}_{name}": value for name, value in scores.items()})
         return metrics
 
-    history = fit(layout, stage, config, state, run_epoch, on_epoch_end)
+    history = fit(layout, stage, config, state, run_epoch, on_epoch_end, data_key)
     final = last_metrics(history)
     summary = {
         "stage": stage,

@@ -476,11 +476,15 @@ def fit(
     state: TrainingState,
     run_epoch: Callable[[int], dict[str, Any]],
     on_epoch_end: EpochCallback | None = None,
+    data_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run epochs ``0 .. config.epochs - 1`` of ``run_epoch(epoch) -> metrics``, resuming from the stage's
-    checkpoint when its config matches (fields in ``RESUME_IGNORED_FIELDS`` aside; a checkpoint of another
-    config is replaced after the first epoch). After each epoch the checkpoint and ``history.parquet`` are
-    written and ``on_epoch_end(metrics)`` is called with ``stage`` and ``epoch`` added.
+    checkpoint when its config (fields in ``RESUME_IGNORED_FIELDS`` aside) and its ``data_key`` match; a
+    checkpoint of another config or other training data is replaced after the first epoch. ``data_key``
+    names the content of the stage's inputs (labels, clusters, initial weights): without it, a stage whose
+    labels changed would resume from, and return, a network trained on the old ones. After each epoch the
+    checkpoint and ``history.parquet`` are written and ``on_epoch_end(metrics)`` is called with ``stage``
+    and ``epoch`` added.
 
     Call it right after seeding and building ``state`` so that a fresh and a resumed run start alike.
     Returns the whole metrics history (one dict per epoch).
@@ -491,7 +495,8 @@ def fit(
     start_epoch = 0
     if fs.exists(url):
         checkpoint = load_checkpoint(url)
-        if _comparable(checkpoint["config"]) == _comparable(config_dict):
+        same_data = checkpoint.get("data_key") == data_key
+        if same_data and _comparable(checkpoint["config"]) == _comparable(config_dict):
             state.model.load_state_dict(checkpoint["model"])
             state.optimizer.load_state_dict(checkpoint["optimizer"])
             if state.lr_scheduler is not None:
@@ -504,7 +509,10 @@ def fit(
             logger.info("%s: resuming after epoch %d from %s", stage, checkpoint["epoch"], url)
         else:
             logger.warning(
-                "%s: checkpoint %s was made with another config; training from scratch", stage, url
+                "%s: checkpoint %s was made with %s; training from scratch",
+                stage,
+                url,
+                "another config" if same_data else "other training data",
             )
     for epoch in range(start_epoch, config.epochs):
         metrics = {"stage": stage, "epoch": epoch, **run_epoch(epoch)}
@@ -518,6 +526,7 @@ def fit(
                 "scaler": state.scaler.state_dict(),
                 "epoch": epoch,
                 "config": config_dict,
+                "data_key": data_key,
                 "rng_state": capture_rng_state(),
                 "network_args": state.network_args,
                 "network_prefix": state.network_prefix,

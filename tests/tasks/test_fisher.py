@@ -290,6 +290,7 @@ def test_save_and_load_round_trip_through_a_path_and_a_file_object(tmp_path):
 
 
 def test_model_reads_the_row_layout_of_other_idt_parameters(tmp_path):
+    assert IdtConfig().columns() == REFERENCE_COLUMNS and REFERENCE_COLUMNS.row_dim == 436
     columns = IdtConfig(track_length=8).columns()  # shape 16 columns instead of 30
     assert columns.row_dim == 422 and columns.ranges()["hog"] == (26, 122)
     rng = np.random.default_rng(13)

@@ -157,6 +157,27 @@ def test_fit_resumes_after_the_last_completed_epoch(tmp_path: Path) -> None:
     assert ran == [0, 1, 2, 3]
 
 
+def test_fit_retrains_when_its_training_data_changed(tmp_path: Path) -> None:
+    layout = RunLayout.at(tmp_path)
+    config = TrainingConfig(epochs=2)
+    model = torch.nn.Linear(2, 2)
+    state = TrainingState(
+        model, make_optimizer(model.parameters(), config), None, make_scaler(config, torch.device("cpu")), {}
+    )
+    ran: list[int] = []
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
+        ran.append(epoch)
+        return {"loss": 1.0}
+
+    fit(layout, "toy", config, state, run_epoch, data_key="clusters v1")
+    fit(layout, "toy", config, state, run_epoch, data_key="clusters v1")  # finished: nothing to do
+    assert ran == [0, 1]
+    fit(layout, "toy", config, state, run_epoch, data_key="clusters v2")  # same config, new labels
+    assert ran == [0, 1, 0, 1]
+    assert load_checkpoint(checkpoint_url(layout, "toy"))["data_key"] == "clusters v2"
+
+
 def test_interrupted_and_resumed_training_ends_with_identical_weights(tmp_path: Path) -> None:
     layout, manifest = write_moving_squares(tmp_path, n_train=2, n_test=0, n_source=0, n_frames=10)
     config = TeacherConfig(
