@@ -304,3 +304,16 @@ def test_model_reads_the_row_layout_of_other_idt_parameters(tmp_path):
     loaded = load_fisher_model(tmp_path / "model.npz")
     assert loaded.idt_columns == columns
     np.testing.assert_array_equal(encode_video(videos[0], loaded), encode_video(videos[0], model))
+
+
+def test_a_version_1_model_file_reads_as_the_reference_layout(tmp_path):
+    rng = np.random.default_rng(14)
+    model = fit_fisher_model(synthetic_idt(rng, n_videos=3, n_rows=90), small_config())
+    save_fisher_model(model, tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz") as npz:  # a file written before the layout was stored
+        arrays = {k: npz[k] for k in npz.files if not k.startswith("idt_")}
+    np.savez(tmp_path / "v1.npz", **(arrays | {"format_version": np.array(1)}))
+    assert load_fisher_model(tmp_path / "v1.npz").idt_columns == REFERENCE_COLUMNS
+    np.savez(tmp_path / "v3.npz", **(arrays | {"format_version": np.array(3)}))
+    with pytest.raises(ValueError, match="format version 3"):
+        load_fisher_model(tmp_path / "v3.npz")
