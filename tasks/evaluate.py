@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import normalized_mutual_info_score
-from sklearn.metrics.cluster import contingency_matrix
 
 from motionfit.storage import tables
 from motionfit.storage.layout import RunLayout
@@ -244,27 +242,6 @@ def linear_probe_fewshot(
             }
         )
     return pd.DataFrame(rows)
-
-
-class ClusterQuality(NamedTuple):
-    """``nmi`` in [0, 1] (arithmetic normalisation, as scikit-learn), ``purity`` in percent."""
-
-    nmi: float
-    purity: float
-
-
-def cluster_nmi_purity(clusters: Any, labels: Any) -> ClusterQuality:
-    """Agreement of a clustering with class labels: ``clusters`` ``[V]``, ``labels`` ``[V]`` ids of any type.
-
-    Purity assigns each cluster its majority class and counts the videos that carry it.
-    """
-    clusters = _as_labels("clusters", clusters)
-    labels = _as_labels("labels", labels, clusters.shape[0])
-    if clusters.size == 0:
-        raise ValueError("cluster quality needs at least one video")
-    counts = contingency_matrix(labels, clusters, sparse=True)
-    purity = 100.0 * counts.max(axis=0).sum() / clusters.size
-    return ClusterQuality(float(normalized_mutual_info_score(labels, clusters)), float(purity))
 
 
 def percent_of_supervised(value: float, supervised_value: float) -> float:

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +64,17 @@ def test_cluster_quality_on_known_partitions():
     # AMI: 1 for the relabelled copy, 0 (chance) for one cluster and for singletons, whose NMI is high
     np.testing.assert_allclose(quality["ami"].to_numpy()[[0, 2, 3]], [1.0, 0.0, 0.0], atol=1e-12)
     assert 0.0 < quality.loc[1, "ami"] < quality.loc[1, "nmi"]
+
+
+def test_cluster_quality_nmi_and_purity_by_hand():
+    # clusters {a, a, b} and {b, b, b}: purity 5/6; NMI by hand (natural logarithms, arithmetic mean)
+    ids = [f"v{i}" for i in range(6)]
+    clusters = pd.DataFrame({"video_id": ids, "run": 0, "k": 2, "cluster": [0, 0, 0, 1, 1, 1]})
+    quality = cluster_quality(clusters, pd.Series(["a", "a", "b", "b", "b", "b"], index=ids))
+    mutual = (1 / 3) * math.log(2) + (1 / 6) * math.log(0.5) + 0.5 * math.log(1.5)
+    entropy_labels = -(1 / 3) * math.log(1 / 3) - (2 / 3) * math.log(2 / 3)
+    assert quality.loc[0, "nmi"] == pytest.approx(mutual / ((entropy_labels + math.log(2)) / 2))
+    assert quality.loc[0, "purity"] == pytest.approx(5 / 6)
 
 
 def test_cluster_quality_of_an_independent_partition_is_zero_and_ignores_unlabelled_videos():

@@ -98,23 +98,6 @@ def test_linear_probe_fewshot_is_at_chance_on_shuffled_labels():
         evaluate.linear_probe_fewshot(train, train_labels, test, test_labels, shots=(0,))
 
 
-def test_cluster_nmi_purity_on_known_partitions():
-    labels = np.repeat(["a", "b", "c"], 4)
-    same = np.repeat([0, 1, 2], 4)
-    assert evaluate.cluster_nmi_purity(same, labels) == pytest.approx((1.0, 100.0))
-    assert evaluate.cluster_nmi_purity(2 - same, labels) == pytest.approx((1.0, 100.0))  # renamed clusters
-    index = np.arange(400)
-    independent = evaluate.cluster_nmi_purity(index % 2, index // 2 % 2)
-    assert independent.nmi == pytest.approx(0.0, abs=1e-12)
-    assert independent.purity == pytest.approx(50.0)
-    # clusters {a, a, b} and {b, b, b}: purity 5/6; NMI by hand (natural logarithms, arithmetic mean).
-    quality = evaluate.cluster_nmi_purity([0, 0, 0, 1, 1, 1], ["a", "a", "b", "b", "b", "b"])
-    mutual = (1 / 3) * math.log(2) + (1 / 6) * math.log(0.5) + 0.5 * math.log(1.5)
-    entropy_labels = -(1 / 3) * math.log(1 / 3) - (2 / 3) * math.log(2 / 3)
-    assert quality.nmi == pytest.approx(mutual / ((entropy_labels + math.log(2)) / 2))
-    assert quality.purity == pytest.approx(500 / 6)
-
-
 def test_percent_of_supervised():
     assert evaluate.percent_of_supervised(43.7, 87.4) == pytest.approx(50.0)
     with pytest.raises(ValueError, match="supervised_value must be positive"):
