@@ -268,15 +268,15 @@ def cluster_quality(clusters: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     for (run, k), group in clusters.groupby(["run", "k"], sort=True):
         video_labels = group["video_id"].map(labels)
         labelled = video_labels.notna().to_numpy()
-        truth = video_labels.to_numpy()[labelled]
+        truth = video_labels.to_numpy()[labelled].astype(str)
         predicted = group["cluster"].to_numpy()[labelled]
         if len(truth) == 0:
             rows.append({"run": run, "k": k, "n_videos": 0, "nmi": np.nan, "ami": np.nan, "purity": np.nan})
             continue
-        contingency = contingency_matrix(truth.astype(str), predicted, sparse=True)  # [classes, clusters]
+        contingency = contingency_matrix(truth, predicted, sparse=True)  # [classes, clusters]
         purity = float(contingency.max(axis=0).sum()) / len(truth)
-        nmi = float(normalized_mutual_info_score(truth.astype(str), predicted))
-        ami = float(adjusted_mutual_info_score(truth.astype(str), predicted))
+        nmi = float(normalized_mutual_info_score(truth, predicted))
+        ami = float(adjusted_mutual_info_score(truth, predicted))
         rows.append({"run": run, "k": k, "n_videos": len(truth), "nmi": nmi, "ami": ami, "purity": purity})
     return pd.DataFrame(rows, columns=["run", "k", "n_videos", "nmi", "ami", "purity"])
 

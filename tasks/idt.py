@@ -47,7 +47,7 @@ from motionfit.tasks.idt_camera import (
     compensate_flow,
     warp_frame,
 )
-from motionfit.tasks.idt_columns import N_TRAJECTORY_FIELDS, IdtColumns
+from motionfit.tasks.idt_columns import IdtColumns
 from motionfit.tasks.idt_descriptors import (
     DescriptorLayout,
     FrameDescriber,
@@ -155,10 +155,6 @@ class IdtConfig(BaseModel):
         hog, hof, mbhx, mbhy = self.layout().type_dims
         return IdtColumns(self.track_length, (hog, hof, mbhx, mbhy))
 
-    def row_dim(self) -> int:
-        """Columns of one output row (436 with the defaults)."""
-        return self.columns().row_dim
-
 
 @dataclass(frozen=True)
 class IdtResult:
@@ -185,6 +181,7 @@ class TrajectoryExtractor:
             )
         self.pyramid = scale_pyramid(width, height, config.max_scales, config.scale_stride, config.patch_size)
         self.layout = config.layout()
+        self.columns = config.columns()
         self.tests = TrajectoryTests(
             min_var=config.min_var,
             max_var=config.max_var,
@@ -316,22 +313,22 @@ class TrajectoryExtractor:
         displacements = finished.displacements * np.float32(scale)
         keep, fields, shape = trajectory_features(points, displacements, self.tests)
         m = int(keep.sum())
-        rows = np.empty((m, self.config.row_dim()), dtype=np.float32)
+        rows = np.empty((m, self.columns.row_dim), dtype=np.float32)
         rows[:, 0] = self.frame_index
         rows[:, 1:6] = fields[keep]
         rows[:, 6] = scale
         rows[:, 7] = np.clip(fields[keep, 0] / self.width, 0, 0.999)
         rows[:, 8] = np.clip(fields[keep, 1] / self.height, 0, 0.999)
         rows[:, 9] = 0.0  # t_pos needs the frame count, filled in by result()
-        shape_end = N_TRAJECTORY_FIELDS + 2 * self.config.track_length
-        rows[:, N_TRAJECTORY_FIELDS:shape_end] = shape[keep]
+        shape_start, shape_end = self.columns.ranges()["trajectory"]
+        rows[:, shape_start:shape_end] = shape[keep]
         rows[:, shape_end:] = pool_descriptors(finished.descriptor_sums[keep], self.layout)
         return rows
 
     def result(self) -> IdtResult:
         """All trajectories so far; t_pos uses the number of frames pushed."""
         n_frames = self.frame_index + 1
-        rows = np.concatenate(self.rows) if self.rows else np.empty((0, self.config.row_dim()), np.float32)
+        rows = np.concatenate(self.rows) if self.rows else np.empty((0, self.columns.row_dim), np.float32)
         end_frame = rows[:, 0]
         rows[:, 9] = np.clip((end_frame - self.config.track_length / 2.0) / n_frames, 0, 0.999)
         counts = np.bincount(end_frame.astype(np.intp), minlength=n_frames).astype(np.int32)
