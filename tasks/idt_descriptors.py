@@ -9,7 +9,9 @@ cell histogram gets ``epsilon`` per bin, the cells of one type are L1-normalised
 (RootSIFT-style), and the 15 per-frame vectors are averaged over 3 temporal cells of 5 frames.
 
 The bins of each type are stacked as planes of one image so that one ``cv2.integral`` gives its whole
-integral histogram, and the cells of all tracks are read with one gather per type, frame and scale.
+integral histogram; the binning is two scatters per type (the wrap-around from the last bin to the first
+goes through an extra plane, added to the first), and the cell corners of all tracks and types are read
+with one gather per frame and scale.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ class FrameDescriber:
         self.layout, self.height, self.width = layout, height, width
         self.epsilon, self.min_flow = np.float32(epsilon), min_flow
         n_pixels = height * width
-        self.planes = [np.empty(b * n_pixels, dtype=np.float32) for b in layout.bins]
+        n_bins = layout.orientation_bins
+        # Bin planes of one type at a time: the orientation bins, then a wrap-around plane (bin n_bins, folded
+        # into bin 0) and a plane that takes the zero-weight upper share of angles of exactly 360 degrees.
+        self.scratch = np.empty((n_bins + 2) * n_pixels, dtype=np.float32)
         # The integral histograms of all types, one after the other in one buffer (one gather reads all).
         sizes = [(b * height + 1) * (width + 1) for b in layout.bins]
         starts = np.cumsum([0, *sizes[:-1]])
@@ -89,7 +94,7 @@ class FrameDescriber:
         self.fraction = np.empty(n_pixels, dtype=np.float32)
         self.lower = np.empty(n_pixels, dtype=np.intp)
         self.upper = np.empty(n_pixels, dtype=np.intp)
-        self.flag = np.empty(n_pixels, dtype=bool)
+        self.still = np.empty(n_pixels, dtype=bool)
         steps = np.arange(layout.nxy_cell + 1, dtype=np.intp) * (layout.patch_size // layout.nxy_cell)
         stride = width + 1
         plane_rows = np.concatenate([np.arange(b) * height for b in layout.bins])
@@ -102,40 +107,39 @@ class FrameDescriber:
         ).ravel()
         self.type_starts = np.cumsum([0, *layout.bins[:-1]])
 
-    def _orientation_planes(
-        self, planes: np.ndarray, x: np.ndarray, y: np.ndarray, zero_bin_below: float | None
-    ) -> None:
-        """Per-pixel orientation histogram of the field (x, y) ``[h, w] float32`` into ``planes``
-        ``[B * h * w] float32`` (plane b holds bin b): each magnitude is split linearly between the two
-        nearest of the orientation bins over 360 degrees; with ``zero_bin_below``, vectors no longer than
-        it count 1 in the extra last bin instead."""
+    def _orientation_planes(self, x: np.ndarray, y: np.ndarray, zero_bin_below: float | None) -> np.ndarray:
+        """Per-pixel orientation histogram of the field (x, y) ``[h, w] float32``: planes ``[B * h * w]
+        float32`` (plane b holds bin b; a view of the scratch buffer, valid until the next call). Each
+        magnitude is split linearly between the two nearest of the orientation bins over 360 degrees; with
+        ``zero_bin_below``, vectors no longer than it count 1 in the extra last bin instead."""
         n_bins = self.layout.orientation_bins
         n_pixels = x.size
         magnitude, position = self.magnitude, self.angle
         cv2.cartToPolar(x, y, magnitude=magnitude, angle=position, angleInDegrees=True)
         magnitude, position = magnitude.ravel(), position.ravel()
-        lower, upper, fraction, flag = self.lower, self.upper, self.fraction, self.flag
-        still = np.flatnonzero(magnitude <= zero_bin_below) if zero_bin_below is not None else None
+        if zero_bin_below is not None:
+            np.less_equal(magnitude, zero_bin_below, out=self.still)
+            np.copyto(magnitude, 0.0, where=self.still)  # still pixels count in the zero bin only
+        lower, upper, fraction = self.lower, self.upper, self.fraction
         position *= np.float32(n_bins / 360.0)
         np.copyto(lower, position, casting="unsafe")  # truncation is the floor: angles are non-negative
         np.copyto(fraction, lower, casting="unsafe")
         np.subtract(position, fraction, out=fraction)
         upper_weight = np.multiply(fraction, magnitude, out=fraction)
         lower_weight = np.subtract(magnitude, upper_weight, out=magnitude)
-        np.equal(lower, n_bins, out=flag)  # an angle of 360 degrees is bin 0 with a zero fraction
-        np.copyto(lower, 0, where=flag)
         lower *= n_pixels
         lower += self.pixel
         np.add(lower, n_pixels, out=upper)
-        np.greater_equal(upper, n_bins * n_pixels, out=flag)
-        np.subtract(upper, n_bins * n_pixels, out=upper, where=flag)
-        if still is not None and len(still):
-            lower[still] = self.pixel[still] + n_bins * n_pixels
-            lower_weight[still] = 1.0
-            upper_weight[still] = 0.0
-        planes.fill(0.0)
-        planes[lower] = lower_weight
-        planes[upper] = upper_weight
+        scratch = self.scratch
+        scratch.fill(0.0)
+        scratch[lower] = lower_weight
+        scratch[upper] = upper_weight
+        planes = scratch.reshape(n_bins + 2, n_pixels)
+        planes[0] += planes[n_bins]  # bin n_bins is bin 0 (360 degrees); no pixel adds to both
+        if zero_bin_below is not None:
+            np.copyto(planes[n_bins], self.still)
+            return scratch[: (n_bins + 1) * n_pixels]
+        return scratch[: n_bins * n_pixels]
 
     def integral_histograms(self, prev_grey: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """``prev_grey`` ``[h, w] uint8`` (HOG) and compensated ``flow`` ``[2, h, w] float32`` (HOF, MBH) →
@@ -149,34 +153,43 @@ class FrameDescriber:
             cv2.Sobel(component, cv2.CV_32F, 0, 1, dst=out[1], ksize=1)
         fields = [(grad[0], grad[1], None), (flow[0], flow[1], self.min_flow), (grad[2], grad[3], None)]
         fields.append((grad[4], grad[5], None))
-        for planes, integral, (x, y, zero_bin_below) in zip(self.planes, self.integrals, fields, strict=True):
-            self._orientation_planes(planes, x, y, zero_bin_below)
+        for integral, (x, y, zero_bin_below) in zip(self.integrals, fields, strict=True):
+            planes = self._orientation_planes(x, y, zero_bin_below)
             cv2.integral(planes.reshape(-1, self.width), sum=integral, sdepth=cv2.CV_32F)
         return self.integral
 
     def describe(self, integral: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Frame descriptors ``[n, frame_dim] float32`` of tracks at ``points`` ``[n, 2] float32`` from the
-        ``integral`` histograms: per type, cells with x outer and y inner, bins inner-most (the reference's
-        order), each type's cells L1-normalised together after adding ``epsilon`` per bin, square-rooted."""
+        """Frame descriptors ``[n, frame_dim] float32`` (a transposed view) of tracks at ``points`` ``[n, 2]
+        float32`` from the ``integral`` histograms: per type, cells with x outer and y inner, bins inner-most
+        (the reference's order), each type's cells L1-normalised together after adding ``epsilon`` per bin,
+        square-rooted.
+
+        The gather reads one corner of one bin plane for all tracks at a time (track-inner layout), so that
+        tracks given in row-major order of their positions read each plane nearly sequentially."""
         n = len(points)
+        layout = self.layout
         if n == 0:
-            return np.empty((0, self.layout.frame_dim), dtype=np.float32)
-        left, top = patch_corners(points, self.width, self.height, self.layout.patch_size)
+            return np.empty((0, layout.frame_dim), dtype=np.float32)
+        left, top = patch_corners(points, self.width, self.height, layout.patch_size)
         base = top * (self.width + 1) + left
-        cells = self.layout.nxy_cell
-        corners = np.take(integral, base[:, None] + self.corner_offsets).reshape(n, cells + 1, cells + 1, -1)
-        sums = corners[:, 1:, 1:] - corners[:, 1:, :-1]
-        sums -= corners[:, :-1, 1:]
-        sums += corners[:, :-1, :-1]
+        corner_index = self.corner_offsets[:, None] + base[None, :]
+        cells = layout.nxy_cell
+        corners = np.take(integral, corner_index).reshape(cells + 1, cells + 1, -1, n)
+        sums = corners[1:, 1:] - corners[1:, :-1]
+        sums -= corners[:-1, 1:]
+        sums += corners[:-1, :-1]
         np.maximum(sums, 0.0, out=sums)
         sums += self.epsilon
-        totals = np.add.reduceat(sums.sum(axis=(1, 2)), self.type_starts, axis=1)
-        sums /= np.repeat(totals, self.layout.bins, axis=1)[:, None, None, :]
-        np.sqrt(sums, out=sums)
-        blocks = [
-            sums[..., start : start + b] for start, b in zip(self.type_starts, self.layout.bins, strict=True)
-        ]
-        return np.concatenate([block.reshape(n, -1) for block in blocks], axis=1)
+        out = np.empty((layout.frame_dim, n), dtype=np.float32)
+        column = 0
+        for start, n_bins in zip(self.type_starts, layout.bins, strict=True):
+            block = sums[:, :, start : start + n_bins]
+            n_columns = cells * cells * n_bins
+            normalised = out[column : column + n_columns].reshape(cells, cells, n_bins, n)
+            np.divide(block, block.sum(axis=(0, 1, 2)), out=normalised)
+            np.sqrt(normalised, out=normalised)
+            column += n_columns
+        return out.T
 
 
 def patch_corners(

@@ -125,6 +125,8 @@ class TrackSet:
         self.displacements[slots, age] = compensated_flow[:, y, x].T
         cell = age // self.frames_per_cell
         counted = np.flatnonzero(cell < self.nt_cell)
+        # Row-major order of the positions: the descriptor gathers then sweep each histogram plane in order.
+        counted = counted[np.argsort(y[counted] * width + x[counted], kind="stable")]
         self.descriptor_sums[slots[counted], cell[counted]] += describe(current[counted])
         self.points[slots, age + 1] = moved
         self.age[slots] = age + 1

@@ -90,6 +90,26 @@ def test_mbh_is_flat_under_uniform_flow_and_marks_a_motion_boundary() -> None:
     np.testing.assert_allclose(frame[100:132], np.sqrt(1 / 32), rtol=1e-5)
 
 
+def test_hof_wraps_from_the_last_bin_to_the_first_and_counts_still_pixels_in_its_zero_bin() -> None:
+    layout = IdtConfig().layout()
+    describer = FrameDescriber(layout, 64, 64, epsilon=0.05, min_flow=0.4)
+    grey = textured_scene(64, 1).astype(np.uint8)
+    points = np.array([[16.0, 16.0]], dtype=np.float32)  # patch: pixels 0..31 in x and y
+    angle = np.deg2rad(337.5)  # half way between bin 7 (315 degrees) and bin 0 (360 = 0 degrees)
+    flow = np.stack([np.full((64, 64), 2 * np.cos(angle)), np.full((64, 64), 2 * np.sin(angle))])
+    flow = flow.astype(np.float32)
+    flow[:, :, :16] = 0.2  # cells with x in 0..15: magnitude 0.28, at most min_flow (0.4): zero bin only
+    hof = describer.describe(describer.integral_histograms(grey, flow), points)[0, 32:68].reshape(2, 2, 9)
+    moving, still = 256 * 1.0 + 0.05, 256 + 0.05  # per pixel: magnitude 2 split 1 / 1; still: weight 1
+    total = 2 * (2 * moving + 7 * 0.05) + 2 * (still + 8 * 0.05)
+    expected_moving = np.full(9, np.sqrt(0.05 / total))
+    expected_moving[[0, 7]] = np.sqrt(moving / total)
+    expected_still = np.full(9, np.sqrt(0.05 / total))
+    expected_still[8] = np.sqrt(still / total)
+    np.testing.assert_allclose(hof[1], np.stack([expected_moving] * 2), rtol=0.02)  # x cell 1: moving
+    np.testing.assert_allclose(hof[0], np.stack([expected_still] * 2), rtol=1e-5)  # x cell 0: still
+
+
 def test_farneback_pyramid_reproduces_opencv_farneback_without_the_median_filter() -> None:
     frames = translating_video((0.7, -0.4), n_frames=2, size=96)
     pyramid = scale_pyramid(96, 96, max_scales=8, scale_stride=np.sqrt(2), patch_size=32)
