@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import numpy as np
 from skimage.feature import fisher_vector as skimage_fisher_vector
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
+from timing import fastest_seconds
 
-from motionfit.tasks.fisher import IDT_DIM, FisherConfig, encode_video, fisher_encode, fit_fisher_model
+from motionfit.tasks.fisher import FisherConfig, encode_video, fisher_encode, fit_fisher_model
 from motionfit.tasks.gmm import DiagonalGmm, GmmConfig, fit_gmm, mean_log_likelihood
+from motionfit.tasks.idt_columns import N_TRAJECTORY_FIELDS, REFERENCE_COLUMNS
 
 
 def synthetic_descriptors(rng: np.random.Generator, n_rows: int, dim: int, n_modes: int = 64) -> np.ndarray:
@@ -36,15 +37,6 @@ def synthetic_descriptors(rng: np.random.Generator, n_rows: int, dim: int, n_mod
     modes = rng.integers(0, n_modes, size=n_rows)
     noise = rng.standard_t(df=5, size=(n_rows, dim))
     return (centers[modes] + scales[modes] * noise).astype(np.float32)
-
-
-def best_time(function: Callable[[], object], repeats: int) -> float:
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
 
 
 def as_scikit_learn(gmm: DiagonalGmm) -> GaussianMixture:
@@ -76,7 +68,7 @@ def bench_encoding(args: argparse.Namespace, rng: np.random.Generator) -> None:
         f"K {args.n_components}"
     )
     reference = [skimage_eq5_6(video.astype(np.float64), mixture) for video in videos]
-    seconds = best_time(
+    seconds = fastest_seconds(
         lambda: [skimage_eq5_6(video.astype(np.float64), mixture) for video in videos], args.repeats
     )
     print(
@@ -87,7 +79,7 @@ def bench_encoding(args: argparse.Namespace, rng: np.random.Generator) -> None:
         ours = [fisher_encode(video, gmm, dtype=dtype) for video in videos]
         difference = max(float(np.abs(a - b).max()) for a, b in zip(ours, reference, strict=True))
         largest = max(float(np.abs(b).max()) for b in reference)
-        ours_seconds = best_time(
+        ours_seconds = fastest_seconds(
             lambda dtype=dtype: [fisher_encode(v, gmm, dtype=dtype) for v in videos], args.repeats
         )
         print(
@@ -99,13 +91,14 @@ def bench_encoding(args: argparse.Namespace, rng: np.random.Generator) -> None:
 
 def bench_encode_video(args: argparse.Namespace, rng: np.random.Generator) -> None:
     def idt_rows(n_rows: int) -> np.ndarray:
-        fields = rng.uniform(0, 100, size=(n_rows, 10)).astype(np.float32)
-        return np.concatenate([fields, np.abs(synthetic_descriptors(rng, n_rows, IDT_DIM - 10))], axis=1)
+        fields = rng.uniform(0, 100, size=(n_rows, N_TRAJECTORY_FIELDS)).astype(np.float32)
+        descriptor_dim = REFERENCE_COLUMNS.row_dim - N_TRAJECTORY_FIELDS
+        return np.concatenate([fields, np.abs(synthetic_descriptors(rng, n_rows, descriptor_dim))], axis=1)
 
     config = FisherConfig(gmm=GmmConfig(n_components=args.n_components, max_iter=10), n_sample_videos=40)
     model = fit_fisher_model([idt_rows(500) for _ in range(40)], config)
     videos = [idt_rows(args.descriptors_per_video) for _ in range(args.videos)]
-    seconds = best_time(lambda: [encode_video(video, model) for video in videos], args.repeats)
+    seconds = fastest_seconds(lambda: [encode_video(video, model) for video in videos], args.repeats)
     dims = ", ".join(f"{block.name} {len(block.pca.components)}" for block in model.blocks)
     print(f"encode_video: PCA per type ({dims}), Fisher dim {model.fisher_dim} -> {model.sketch.sketch_dim}")
     print(

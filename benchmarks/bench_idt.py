@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import fastest_seconds
 
 from motionfit.tasks.idt import IdtConfig, extract_trajectories
 from motionfit.tasks.idt_flow import scale_pyramid
@@ -87,16 +88,6 @@ def keypoints(frames: np.ndarray) -> None:
         sift.detectAndCompute(grey, None)
 
 
-def best_seconds(repeats: int, run: Callable[[], object]) -> float:
-    """Smallest CPU time of ``repeats`` calls of ``run``."""
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
-
-
 def measure(frames: np.ndarray, config: IdtConfig, repeats: int) -> dict[str, float]:
     """Frames/s of the extractor in both modes, OpenCV's Farnebäck pairs/s, SIFT's share of the
     reference-mode time and trajectories per frame, on ``frames`` ``[T, h, w] uint8``."""
@@ -105,10 +96,14 @@ def measure(frames: np.ndarray, config: IdtConfig, repeats: int) -> dict[str, fl
     pipeline = config.model_copy(update={"mode": "pipeline"})
     extract_trajectories(frames[:3], config)  # warm-up: imports, allocator, OpenCV kernels
     tracks = len(extract_trajectories(frames, config).trajectories)
-    idt_seconds = best_seconds(repeats, lambda: extract_trajectories(frames, config))
-    pipeline_seconds = best_seconds(repeats, lambda: extract_trajectories(frames, pipeline, flows))
-    flow_seconds = best_seconds(repeats, lambda: farneback_flows(frames, config))
-    sift_seconds = best_seconds(repeats, lambda: keypoints(frames))
+
+    def cpu_seconds(run: Callable[[], object]) -> float:
+        return fastest_seconds(run, repeats, time.process_time)
+
+    idt_seconds = cpu_seconds(lambda: extract_trajectories(frames, config))
+    pipeline_seconds = cpu_seconds(lambda: extract_trajectories(frames, pipeline, flows))
+    flow_seconds = cpu_seconds(lambda: farneback_flows(frames, config))
+    sift_seconds = cpu_seconds(lambda: keypoints(frames))
     return {
         "tracks": tracks / n,
         "idt": n / idt_seconds,
