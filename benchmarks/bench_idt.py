@@ -94,8 +94,7 @@ def measure(frames: np.ndarray, config: IdtConfig, repeats: int) -> dict[str, fl
     n = len(frames)
     flows = farneback_flows(frames, config)
     pipeline = config.model_copy(update={"mode": "pipeline"})
-    extract_trajectories(frames[:3], config)  # warm-up: imports, allocator, OpenCV kernels
-    tracks = len(extract_trajectories(frames, config).trajectories)
+    tracks = len(extract_trajectories(frames, config).trajectories)  # also the warm-up, not timed
 
     def cpu_seconds(run: Callable[[], object]) -> float:
         return fastest_seconds(run, repeats, time.process_time)
