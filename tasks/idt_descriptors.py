@@ -66,7 +66,7 @@ class FrameDescriber:
 
     :meth:`integral_histograms` builds one float32 integral histogram per type (bins stacked as planes, as
     the reference accumulates them in float32 per type); :meth:`describe` reads the 2x2 cells of every
-    track's patch with one gather per type. Work buffers are allocated once per scale and reused.
+    track's patch with one gather for all types. Work buffers are allocated once per scale and reused.
     """
 
     def __init__(
