@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.decode import DecodeConfig, decode_video
-from motionfit.tasks.optical_flow import FlowConfig, compute_flows, quantize_flow
+from motionfit.tasks.data.decode import DecodeConfig, decode_video
+from motionfit.tasks.motion.tvl1 import FlowConfig, compute_flows, quantize_flow
 
 PLAIN = "plain OpenCV TV-L1 loop"
 STAGE = "compute_flows (stage, zarr)"

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from timing import fastest_seconds
 
-from motionfit.tasks.idt import IdtConfig, extract_trajectories
-from motionfit.tasks.idt_flow import scale_pyramid
+from motionfit.tasks.idt.extractor import IdtConfig, extract_trajectories
+from motionfit.tasks.idt.pyramid_flow import scale_pyramid
 
 RECORDED_CPP_FPS = {(176, 144): 40.0, (455, 256): 7.4}
 """Frames per second (CPU time, one thread) of the authors' C++ release, as recorded in FACTS.md."""

@@ -22,8 +22,8 @@ import numpy as np
 
 from motionfit.storage.arrays import VideoArrayStore
 from motionfit.storage.markers import StageMarkers
-from motionfit.tasks.decode import DecodeConfig, decode_video
-from motionfit.tasks.optical_flow import FlowConfig, compute_tvl1_flow, quantize_flow
+from motionfit.tasks.data.decode import DecodeConfig, decode_video
+from motionfit.tasks.motion.tvl1 import FlowConfig, compute_tvl1_flow, quantize_flow
 
 LAYOUTS = {
     "zstd-3, 16-frame chunks (flow default)": {"cname": "zstd", "clevel": 3, "chunk_frames": 16},

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.clips import (
+from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
     ClipTransform,
@@ -35,7 +35,7 @@ from motionfit.tasks.clips import (
     frame_counts,
     make_loader,
 )
-from motionfit.tasks.training import (
+from motionfit.tasks.training.loop import (
     StepOutput,
     TrainingConfig,
     make_optimizer,

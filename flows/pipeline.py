@@ -9,10 +9,10 @@ import yaml
 from prefect import Flow, flow, get_run_logger
 
 from motionfit.config import STAGES, PipelineConfig, load_config
-from motionfit.flows.evaluate import evaluate_flow
+from motionfit.flows.evaluation import evaluate_flow
 from motionfit.flows.execution import build_task_runner
-from motionfit.flows.idt import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
 from motionfit.flows.preprocess import decode_flow, ingest_flow, optical_flow_flow, publish_manifest_summary
+from motionfit.flows.prior import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
 from motionfit.flows.train import finetune_flow, pseudo_label_flow, student_flow, teacher_flow
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout

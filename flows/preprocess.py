@@ -19,11 +19,11 @@ from motionfit.storage.manifest import (
     stage_summary,
     usable_videos,
 )
-from motionfit.tasks.decode import DecodeConfig, decode_videos
-from motionfit.tasks.ingest import build_manifest, synthetic_data_config
-from motionfit.tasks.optical_flow import FlowConfig, compute_flows
+from motionfit.tasks.data.decode import DecodeConfig, decode_videos
+from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
+from motionfit.tasks.data.synth import generate_dataset
+from motionfit.tasks.motion.tvl1 import FlowConfig, compute_flows
 from motionfit.tasks.per_video import VideoOutcome
-from motionfit.tasks.synth import generate_dataset
 
 
 @task(name="decode-batch")

@@ -8,17 +8,21 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
 from motionfit.config import PipelineConfig
+from motionfit.flows.artifacts import GrowingTable, artifact_key, publish_table
 from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.storage.tables import table_exists
-from motionfit.tasks.artifacts import GrowingTable, artifact_key, publish_table
-from motionfit.tasks.finetune import FinetuneConfig, finetune
-from motionfit.tasks.pseudo_label import PseudoLabelConfig, generate_pseudo_labels, pseudo_label_accuracy
-from motionfit.tasks.student import StudentConfig, train_student
-from motionfit.tasks.supervised_labels import SUPERVISED_LABELS_FILE, write_supervised_labels
-from motionfit.tasks.teacher import TEACHER_STAGE, TeacherConfig, train_teacher
-from motionfit.tasks.training import checkpoint_url
+from motionfit.tasks.training.finetune import FinetuneConfig, finetune
+from motionfit.tasks.training.loop import checkpoint_url
+from motionfit.tasks.training.pseudo_labels import (
+    PseudoLabelConfig,
+    generate_pseudo_labels,
+    pseudo_label_accuracy,
+)
+from motionfit.tasks.training.students.trainer import StudentConfig, train_student
+from motionfit.tasks.training.supervised_labels import SUPERVISED_LABELS_FILE, write_supervised_labels
+from motionfit.tasks.training.teacher import TEACHER_STAGE, TeacherConfig, train_teacher
 
 STUDENT_METHODS = ("motionfit", "idt_la", "supervised")
 FINETUNED_METHODS = ("scratch", "motionfit", "idt_la", "supervised")

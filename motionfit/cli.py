@@ -65,7 +65,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from motionfit.config import load_config
     from motionfit.flows.pipeline import pipeline_flow
-    from motionfit.tasks.report import render_report_for_terminal
+    from motionfit.tasks.evaluation.report import render_report_for_terminal
 
     overrides = {"run_root": args.run_root}
     if args.seed is not None:
@@ -85,7 +85,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from motionfit.tasks.report import render_report_for_terminal
+    from motionfit.tasks.evaluation.report import render_report_for_terminal
 
     print(render_report_for_terminal(args.run_root))
     return 0
@@ -93,7 +93,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from motionfit.config import load_config
-    from motionfit.tasks.synth import generate_dataset
+    from motionfit.tasks.data.synth import generate_dataset
 
     config = load_config(preset=args.preset)
     if config.synth is None:
@@ -107,7 +107,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_idt(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from motionfit.tasks.idt import IdtConfig, extract_video_trajectories
+    from motionfit.tasks.idt.extractor import IdtConfig, extract_video_trajectories
 
     config = IdtConfig(mode=args.mode)
     result = extract_video_trajectories(Path(args.video), config, boxes_path=args.boxes)

@@ -17,17 +17,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.runtime import RuntimeConfig
-from motionfit.tasks.cluster import ClusterConfig
-from motionfit.tasks.decode import DecodeConfig
-from motionfit.tasks.finetune import FinetuneConfig
-from motionfit.tasks.fisher import FisherConfig
-from motionfit.tasks.idt import IdtConfig
-from motionfit.tasks.ingest import DataConfig
-from motionfit.tasks.optical_flow import FlowConfig
-from motionfit.tasks.pseudo_label import PseudoLabelConfig
-from motionfit.tasks.student import StudentConfig
-from motionfit.tasks.synth import SynthConfig
-from motionfit.tasks.teacher import TeacherConfig
+from motionfit.tasks.data.decode import DecodeConfig
+from motionfit.tasks.data.ingest import DataConfig
+from motionfit.tasks.data.synth import SynthConfig
+from motionfit.tasks.idt.extractor import IdtConfig
+from motionfit.tasks.motion.tvl1 import FlowConfig
+from motionfit.tasks.prior.clustering import ClusterConfig
+from motionfit.tasks.prior.fisher import FisherConfig
+from motionfit.tasks.training.finetune import FinetuneConfig
+from motionfit.tasks.training.pseudo_labels import PseudoLabelConfig
+from motionfit.tasks.training.students.trainer import StudentConfig
+from motionfit.tasks.training.teacher import TeacherConfig
 
 METHODS = ("scratch", "teacher", "motionfit", "idt_la", "supervised")
 STAGES = (

@@ -16,9 +16,9 @@ from motionfit.status import render_status
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
-from motionfit.tasks.evaluate import read_metrics
-from motionfit.tasks.report import render_report_for_terminal
-from motionfit.tasks.training import checkpoint_url
+from motionfit.tasks.evaluation.metrics import read_metrics
+from motionfit.tasks.evaluation.report import render_report_for_terminal
+from motionfit.tasks.training.loop import checkpoint_url
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from motionfit.config import PipelineConfig
 from motionfit.flows.preprocess import decode_flow, ingest_flow, optical_flow_flow
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
-from motionfit.tasks import optical_flow
-from motionfit.tasks.ingest import synthetic_data_config
+from motionfit.tasks.data.ingest import synthetic_data_config
+from motionfit.tasks.motion import tvl1 as optical_flow
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,212 @@
+"""IDT flows: trajectories per video, Fisher-vector model, per-video encoding, k-means clustering."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from motionfit.config import PipelineConfig
+from motionfit.flows.artifacts import publish_image, publish_table
+from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
+from motionfit.flows.video_stages import require_no_failures, run_video_stage
+from motionfit.storage import fs
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.manifest import load_manifest, usable_videos
+from motionfit.storage.matrix import read_matrix, write_matrix
+from motionfit.storage.tables import read_table, write_table
+from motionfit.tasks.evaluation.plots import plot_cluster_examples
+from motionfit.tasks.idt.columns import IdtColumns
+from motionfit.tasks.idt.extractor import IdtConfig
+from motionfit.tasks.idt.stage import extract_idt_videos
+from motionfit.tasks.per_video import VideoOutcome
+from motionfit.tasks.prior.clustering import ClusterConfig, cluster_quality, cluster_sizes, cluster_videos
+from motionfit.tasks.prior.fisher import (
+    FisherConfig,
+    encode_video,
+    fit_fisher_model,
+    load_fisher_model,
+    sample_descriptors,
+    save_fisher_model,
+)
+
+FISHER_MODEL_FILE = "fisher_model.npz"
+
+
+@task(name="idt-batch")
+def idt_batch(run_root: str, video_ids: list[str], config: IdtConfig, inputs: str) -> list[VideoOutcome]:
+    """Improved Dense Trajectories of one batch of decoded videos into idt.zarr."""
+    return require_no_failures("idt", extract_idt_videos(video_ids, RunLayout(run_root), config))
+
+
+@task(name="fv-fit")
+def fv_fit_task(
+    run_root: str, video_ids: list[str], config: FisherConfig, idt_columns: IdtColumns, inputs: str
+) -> str:
+    """Fit PCA + GMM on a seeded sample of the videos' descriptors; returns the saved model's URL."""
+    layout = RunLayout(run_root)
+    store = layout.store("idt")
+    arrays = {video_id: store.read(video_id) for video_id in video_ids}
+    sample = sample_descriptors(arrays, config, np.random.default_rng(config.sample_seed), idt_columns)
+    model = fit_fisher_model(sample, config, idt_columns)
+    url = fs.join(layout.fv_model, FISHER_MODEL_FILE)
+    buffer = io.BytesIO()
+    save_fisher_model(model, buffer)
+    fs.write_bytes_atomic(url, buffer.getvalue())
+    return url
+
+
+@task(name="fv-encode-batch")
+def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs: str) -> str:
+    """Sketched Fisher vectors of one batch, written as one part array; returns the part's URL."""
+    layout = RunLayout(run_root)
+    model = load_fisher_model(model_url)
+    store = layout.store("idt")
+    vectors = np.stack([encode_video(store.read(video_id), model) for video_id in video_ids])
+    url = fs.join(layout.path("fv_parts.zarr"), inputs)
+    write_matrix(url, vectors, {"video_ids": video_ids})
+    return url
+
+
+@task(name="cluster")
+def cluster_task(run_root: str, config: ClusterConfig, inputs: str) -> dict[str, float]:
+    """k-means runs on fv.zarr into clusters.parquet; returns the number of clusters and videos."""
+    layout = RunLayout(run_root)
+    index = read_table(layout.fv_index)
+    clusters = cluster_videos(read_matrix(layout.fv_vectors), list(index["video_id"]), config)
+    write_table(layout.clusters, clusters)
+    return {"k": int(clusters["k"].iloc[0]), "videos": len(index)}
+
+
+def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str, float]]:
+    markers = layout.markers("idt")
+    return [(video_id, markers.committed_info(video_id)["time"]) for video_id in video_ids]
+
+
+@flow(name="idt")
+def idt_flow(config: PipelineConfig) -> dict[str, int]:
+    """IDT of every decoded video (pipeline mode: also needs its stored TV-L1 flow)."""
+    layout = RunLayout.at(config.run_root)
+    upstream = ("decode", "flow") if config.idt.mode == "pipeline" else ("decode",)
+    video_ids = list(usable_videos(load_manifest(layout), *upstream)["video_id"])
+    frames = layout.markers("decode")
+    summary = run_video_stage(
+        "idt",
+        idt_batch,
+        layout,
+        video_ids,
+        video_ids,
+        lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
+        config.idt,
+        max(1, config.runtime.videos_per_batch // 4),
+    )
+    publish_descriptor_counts(layout)
+    return summary
+
+
+def publish_descriptor_counts(layout: RunLayout) -> pd.DataFrame:
+    """Trajectories per video (with frames and trajectories per frame) as the ``idt-descriptor-counts``
+    table; its description gives the totals."""
+    markers = layout.markers("idt")
+    rows = []
+    for video_id in sorted(markers.committed_ids()):
+        info = markers.committed_info(video_id)
+        n_frames = len(info.get("counts_per_frame", [])) or 1
+        rows.append({"video_id": video_id, "trajectories": info["shape"][0], "frames": n_frames})
+    counts = pd.DataFrame(rows, columns=["video_id", "trajectories", "frames"])
+    counts["per_frame"] = counts["trajectories"] / counts["frames"]
+    description = (
+        f"IDT trajectories of {len(counts)} videos: {int(counts['trajectories'].sum())} in all, "
+        f"median {counts['trajectories'].median():.0f} per video, {counts['per_frame'].mean():.1f} per frame"
+    )
+    publish_table("idt-descriptor-counts", counts, description)
+    return counts
+
+
+@flow(name="fv-fit")
+def fv_fit_flow(config: PipelineConfig) -> dict[str, str]:
+    """Fit the Fisher-vector model (PCA + GMM) on a seeded sample of the videos' IDT descriptors."""
+    layout = RunLayout.at(config.run_root)
+    video_ids = sorted(usable_videos(load_manifest(layout), "idt")["video_id"])
+    if not video_ids:
+        raise RuntimeError(f"no video has IDT descriptors in {layout.root}: run the idt stage first")
+    inputs = fingerprint("fv_fit", _idt_fingerprints(layout, video_ids))
+    model_url = fv_fit_task.with_options(**stage_task_options(layout))(
+        layout.root, video_ids, config.fisher, config.idt.columns(), inputs
+    )
+    return {"model": model_url}
+
+
+@flow(name="fv-encode")
+def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
+    """Encode every video with the fitted model; gather fv.zarr (rows) and fv_index.parquet (row order)."""
+    logger = get_run_logger()
+    layout = RunLayout.at(config.run_root)
+    model_url = fs.join(layout.fv_model, FISHER_MODEL_FILE)
+    if not fs.exists(model_url):
+        raise RuntimeError(f"no Fisher-vector model at {model_url}: run the fv_fit stage first")
+    video_ids = sorted(usable_videos(load_manifest(layout), "idt")["video_id"])
+    model_fingerprint = fingerprint("fv_model", file_fingerprint(model_url))
+    size = config.runtime.videos_per_batch * 4
+    groups = [video_ids[i : i + size] for i in range(0, len(video_ids), size)]
+    encode = fv_encode_batch.with_options(**stage_task_options(layout))
+    futures = [
+        encode.submit(
+            layout.root,
+            group,
+            model_url,
+            fingerprint("fv_encode", model_fingerprint, _idt_fingerprints(layout, group)),
+        )
+        for group in groups
+    ]
+    vectors = np.concatenate([read_matrix(future.result()) for future in futures])
+    write_matrix(layout.fv_vectors, vectors, {"fisher_model": model_url})
+    write_table(layout.fv_index, pd.DataFrame({"video_id": video_ids, "row": np.arange(len(video_ids))}))
+    logger.info("Fisher vectors: %d videos x %d dims", *vectors.shape)
+    return {"videos": len(video_ids), "dims": int(vectors.shape[1])}
+
+
+@flow(name="cluster")
+def cluster_flow(config: PipelineConfig) -> dict[str, float]:
+    """k-means of the videos in Fisher-vector space; publishes the cluster sizes and, where labels exist,
+    NMI, AMI and purity."""
+    layout = RunLayout.at(config.run_root)
+    index = read_table(layout.fv_index)
+    inputs = fingerprint(
+        "cluster", list(index["video_id"]), file_fingerprint(fs.join(layout.fv_vectors, "zarr.json"))
+    )
+    result = cluster_task.with_options(**stage_task_options(layout))(layout.root, config.cluster, inputs)
+    clusters = read_table(layout.clusters)
+    sizes = cluster_sizes(clusters)
+    create_table_artifact(
+        sizes.head(200).to_dict(orient="records"), key="cluster-sizes", description="Videos per cluster"
+    )
+    labels = video_labels(load_manifest(layout))
+    quality = cluster_quality(clusters, labels)
+    create_table_artifact(
+        quality.to_dict(orient="records"),
+        key="cluster-quality",
+        description="NMI, AMI (0: chance) and purity against labels",
+    )
+    picture = plot_cluster_examples(
+        layout.store("frames"),
+        clusters[clusters["run"] == 0],
+        fs.join(layout.plots, "cluster_examples.png"),
+        labels=labels.astype(str).to_dict(),
+    )
+    publish_image(
+        "cluster-examples", picture, "Frame strips of member videos of the largest clusters (run 0)"
+    )
+    return {**result, "nmi": float(quality["nmi"].mean()) if len(quality) else float("nan")}
+
+
+def video_labels(manifest: pd.DataFrame) -> pd.Series:
+    """Class names per video_id for diagnostics: target labels, plus source labels held back from training."""
+    labels = manifest.set_index("video_id")["label"].copy()
+    if "heldout_label" in manifest:
+        heldout = manifest.set_index("video_id")["heldout_label"]
+        labels = labels.where(labels.notna(), heldout)
+    return labels.dropna()

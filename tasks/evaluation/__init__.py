@@ -1,0 +1,1 @@
+"""Evaluation: metrics, features, the evaluate stage, report, plots and Grad-CAM."""

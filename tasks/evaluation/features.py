@@ -1,0 +1,121 @@
+"""Pooled conv5 features of a trained video network, for retrieval and few-shot linear probes, and its
+forward time per clip for the inference-cost table.
+
+:func:`video_features` reads a run's stored videos through the clip data set (evenly spaced centre crops,
+stable ``(video_id, clip_index, start_frame)`` keys) and averages the features of 10 clips per video, the
+retrieval protocol of VCOP, MotionFit and CMPL. :func:`extract_features` takes clips already in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data.clips import (
+    ClipDataset,
+    ClipTransform,
+    EpochSampler,
+    clip_keys,
+    clip_span,
+    frame_counts,
+    make_loader,
+)
+from motionfit.tasks.evaluation.metrics import mean_per_video
+from motionfit.tasks.training.loop import predict_clips, resolve_device
+
+RETRIEVAL_CLIPS = 10
+"""Clips per video whose features are averaged for retrieval (Xu et al. 2019, VCOP protocol)."""
+
+
+def _pooled_features(network: nn.Module, clips: Tensor) -> Tensor:
+    return network.features(clips)
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    clips: Tensor | Iterable[Tensor],
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Pooled conv5 features ``[N, D] float32`` (``model.features``, eval mode) of clips given as one tensor
+    ``[N, C, T, H, W]`` (split into batches of ``batch_size``) or as an iterable of such batches; rows keep
+    the clips' order."""
+    if isinstance(clips, Tensor):
+        if clips.ndim != 5:
+            raise ValueError(f"clips has shape {tuple(clips.shape)}; expected [N, C, T, H, W]")
+        clips = clips.split(batch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [_pooled_features(model, batch.to(device)).float().cpu() for batch in clips]
+    finally:
+        model.train(was_training)
+    if not outputs:
+        raise ValueError("clips holds no batch")
+    return torch.cat(outputs).numpy()
+
+
+def video_features(
+    model: nn.Module,
+    layout: RunLayout,
+    video_ids: Sequence[str],
+    modality: str = "rgb",
+    n_clips: int = RETRIEVAL_CLIPS,
+    clip_length: int = 16,
+    crop_size: int = 112,
+    frame_stride: int = 1,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+) -> tuple[list[str], np.ndarray]:
+    """Pooled conv5 features averaged over ``n_clips`` evenly spaced centre-cropped clips per video.
+
+    Returns ``(video_ids, features [V, D] float32)``; videos missing from the modality's store are left out
+    (the clip data set logs them), the others keep their order.
+    """
+    device = resolve_device(device)
+    counts = frame_counts(layout, list(video_ids), (modality,))
+    keys = clip_keys(counts, clip_span(clip_length, frame_stride), n_clips)
+    dataset = ClipDataset(
+        layout, keys, (modality,), clip_length, ClipTransform(crop_size=crop_size), frame_stride=frame_stride
+    )
+    loader = make_loader(dataset, batch_size, EpochSampler(len(dataset), shuffle=False), device, num_workers)
+    items, _, features = predict_clips(model.to(device), loader, device, modality, forward=_pooled_features)
+    ids, means = mean_per_video(features, keys["video_id"].to_numpy()[items])
+    return ids, means.astype(np.float32)
+
+
+@torch.inference_mode()
+def forward_seconds_per_clip(
+    model: nn.Module,
+    input_shape: tuple[int, int, int, int] = (3, 16, 112, 112),
+    repeats: int = 3,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Median wall-clock seconds of one forward pass on a single clip ``input_shape`` = (C, T, H, W), after
+    one warm-up pass (the network's share of the inference-cost table, beside ptflops' GMac)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be positive, got {repeats}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    clip = torch.zeros((1, *input_shape), device=device)
+    seconds = []
+    try:
+        for _ in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(clip)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return float(np.median(seconds[1:]))

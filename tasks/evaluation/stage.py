@@ -1,0 +1,349 @@
+"""The evaluate stage: every method's target accuracy, retrieval, few-shot probes and cost, the diagnostics
+(cluster quality, pseudo-label accuracy, confusions) and the plots, gathered from a trained run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from motionfit.models.complexity import count_complexity
+from motionfit.models.video_net import VideoNet, build_model
+from motionfit.storage import fs
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.tables import read_table, table_exists
+from motionfit.tasks.data.clips import centre_box, crop_resize, labelled_videos, normalise
+from motionfit.tasks.evaluation.features import video_features
+from motionfit.tasks.evaluation.gradcam import grad_cam
+from motionfit.tasks.evaluation.metrics import (
+    confusion_matrix,
+    cosine_neighbours,
+    fewshot_records,
+    linear_probe_fewshot,
+    metrics_frame,
+    most_confused_pairs,
+    percent_of_supervised_frame,
+    retrieval_recall_at_k,
+    student_inference_cost,
+    teacher_inference_cost,
+    video_top1,
+)
+from motionfit.tasks.evaluation.plots import (
+    plot_confusion_matrix,
+    plot_gradcam,
+    plot_retrieval_examples,
+    plot_training_curves,
+)
+from motionfit.tasks.motion.tvl1 import FlowConfig, compute_tvl1_flow
+from motionfit.tasks.prior.clustering import cluster_quality
+from motionfit.tasks.training.finetune import predict_videos
+from motionfit.tasks.training.loop import (
+    checkpoint_url,
+    history_url,
+    load_network,
+    model_args,
+    seed_everything,
+)
+from motionfit.tasks.training.pseudo_labels import pseudo_label_accuracy
+from motionfit.tasks.training.teacher import TEACHER_STAGE
+
+logger = logging.getLogger(__name__)
+
+TEST_PREDICTIONS = "test_predictions.parquet"
+REPRESENTATION_STAGES = {
+    "motionfit": "student_motionfit",
+    "idt_la": "student_idt_la",
+    "supervised": "student_supervised",
+}
+FINETUNE_STAGES = {m: f"finetune_{m}" for m in ("scratch", "motionfit", "idt_la", "supervised")}
+
+
+@dataclass
+class EvaluationResult:
+    """What the evaluate stage produced: the metrics rows, the plots (caption -> PNG URL), the most-confused
+    pairs of the main method and the clip geometry of the evaluated networks."""
+
+    metrics: pd.DataFrame
+    plots: dict[str, str] = field(default_factory=dict)
+    confused_pairs: pd.DataFrame | None = None
+    confused_method: str = "motionfit"
+    frames: int = 16
+    resolution: int = 112
+
+
+@dataclass
+class _Network:
+    model: VideoNet
+    modality: str
+    clip_length: int
+    crop_size: int
+    frame_stride: int
+
+
+def _network_from_checkpoint(url: str, device: str) -> _Network:
+    model, checkpoint = load_network(url, device)
+    config = checkpoint["config"]
+    modality = "flow" if checkpoint["network_args"]["in_channels"] == 2 else "rgb"
+    return _Network(
+        model, modality, config["clip_length"], config["crop_size"], config.get("frame_stride", 1)
+    )
+
+
+def representation(method: str, layout: RunLayout, finetune_config: Any, device: str, seed: int) -> _Network:
+    """The network whose frozen features represent ``method`` before target fine-tuning: the teacher (flow),
+    a student, or for ``scratch`` a randomly initialised network (seeded) of the fine-tuning architecture."""
+    if method == "teacher":
+        return _network_from_checkpoint(checkpoint_url(layout, TEACHER_STAGE), device)
+    if method in REPRESENTATION_STAGES:
+        return _network_from_checkpoint(checkpoint_url(layout, REPRESENTATION_STAGES[method]), device)
+    seed_everything(seed)
+    model = build_model(**model_args(finetune_config, 3, None)).to(device).eval()
+    return _Network(
+        model, "rgb", finetune_config.clip_length, finetune_config.crop_size, finetune_config.frame_stride
+    )
+
+
+def _features(
+    network: _Network, layout: RunLayout, video_ids: list[str], n_clips: int, device: str
+) -> tuple[list[str], np.ndarray]:
+    return video_features(
+        network.model,
+        layout,
+        video_ids,
+        network.modality,
+        n_clips=n_clips,
+        clip_length=network.clip_length,
+        crop_size=network.crop_size,
+        frame_stride=network.frame_stride,
+        device=device,
+    )
+
+
+def test_probabilities(
+    method: str, layout: RunLayout, test_ids: list[str], n_clips: int, device: str
+) -> tuple[list[str], np.ndarray]:
+    """``(video_ids, probabilities [V, K])`` of ``method`` on the target test videos."""
+    if method == "teacher":
+        network = _network_from_checkpoint(checkpoint_url(layout, TEACHER_STAGE), device)
+        return predict_videos(
+            network.model,
+            layout,
+            test_ids,
+            "flow",
+            n_clips,
+            network.clip_length,
+            network.crop_size,
+            network.frame_stride,
+            device=device,
+        )
+    table = read_table(fs.join(layout.checkpoints(FINETUNE_STAGES[method]), TEST_PREDICTIONS))
+    return list(table["video_id"]), np.stack(table["probabilities"].to_numpy()).astype(np.float32)
+
+
+def flow_seconds_per_pair(
+    layout: RunLayout, video_ids: list[str], flow_config: FlowConfig, n_videos: int = 3
+) -> float:
+    """TV-L1 seconds per frame pair, measured now on the stored frames of up to ``n_videos`` videos."""
+    store = layout.store("frames")
+    seconds, pairs = 0.0, 0
+    for video_id in video_ids[:n_videos]:
+        frames = store.read(video_id)
+        start = time.perf_counter()
+        compute_tvl1_flow(frames, flow_config)
+        seconds += time.perf_counter() - start
+        pairs += len(frames) - 1
+    return seconds / max(pairs, 1)
+
+
+def _retrieval_plot(
+    layout: RunLayout,
+    train_ids: list[str],
+    train_feats: np.ndarray,
+    test_ids: list[str],
+    test_feats: np.ndarray,
+    labels: dict[str, Any],
+    count: int,
+) -> str:
+    """The first ``count`` test videos with their 3 nearest training videos (MotionFit supplement, Fig. 1)."""
+    neighbours = cosine_neighbours(test_feats[:count], train_feats, k=3)
+    return plot_retrieval_examples(
+        layout.store("frames"),
+        test_ids[:count],
+        [[train_ids[j] for j in row] for row in neighbours],
+        fs.join(layout.plots, "retrieval_examples.png"),
+        labels=labels,
+    )
+
+
+def _gradcam_plot(
+    layout: RunLayout, method: str, test_ids: list[str], class_names: list[str], count: int, device: str
+) -> str:
+    """Grad-CAM heat maps of the fine-tuned ``method`` network on the first ``count`` test videos."""
+    network = _network_from_checkpoint(checkpoint_url(layout, FINETUNE_STAGES[method]), device)
+    store = layout.store("frames")
+    frames = [store.read(video_id)[: network.clip_length] for video_id in test_ids[:count]]
+    clips = torch.stack([_centre_clip(f, network.crop_size) for f in frames]).to(device)
+    cams = grad_cam(network.model, clips)
+    return plot_gradcam(
+        frames, cams, class_names, fs.join(layout.plots, f"gradcam_{method}.png"), titles=test_ids[:count]
+    )
+
+
+def _centre_clip(frames: np.ndarray, crop_size: int) -> torch.Tensor:
+    """``[T, H, W, 3] uint8`` frames as the network's centre-cropped ``[3, T, crop, crop]`` input."""
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W]
+    box = centre_box(frames.shape[1], frames.shape[2], 1.0)
+    return normalise(crop_resize(tensor, box, crop_size), "rgb")  # [3, T, crop, crop]
+
+
+def evaluate_run(
+    layout: RunLayout,
+    manifest: pd.DataFrame,
+    methods: list[str],
+    config: Any,
+    device: str,
+    seed: int,
+) -> EvaluationResult:
+    """Evaluate every trained method of ``methods`` (``config`` is the pipeline config) on the target."""
+    evaluation = config.evaluate
+    train = labelled_videos(manifest, "train")
+    test = labelled_videos(manifest, "test")
+    labelled = manifest[(manifest["dataset"] == "target") & (manifest["label_index"] >= 0)]
+    class_names = list(labelled.sort_values("label_index").drop_duplicates("label_index")["label"])
+    labels = dict(zip(manifest["video_id"], manifest.get("heldout_label", manifest["label"]), strict=True))
+    label_index = dict(zip(test["video_id"], test["label_index"], strict=True))
+    train_index = dict(zip(train["video_id"], train["label_index"], strict=True))
+    records: list[dict[str, Any]] = []
+    result = EvaluationResult(metrics=pd.DataFrame())
+    main_method = "motionfit" if "motionfit" in methods else methods[0]
+    for method in methods:
+        ids, probabilities = test_probabilities(
+            method, layout, list(test["video_id"]), evaluation.test_clips, device
+        )
+        truth = np.array([label_index[v] for v in ids])
+        records.append({"method": method, "metric": "top1", "value": video_top1(probabilities, truth)})
+        if method == main_method:
+            confusion = confusion_matrix(probabilities.argmax(1), truth, len(class_names))
+            result.confused_pairs = most_confused_pairs(confusion, class_names, evaluation.confused_pairs)
+            result.confused_method = method
+            result.plots[f"Confusion matrix ({method})"] = plot_confusion_matrix(
+                confusion, class_names, fs.join(layout.plots, f"confusion_{method}.png")
+            )
+        network = representation(method, layout, config.finetune, device, seed)
+        train_ids, train_feats = _features(
+            network, layout, list(train["video_id"]), evaluation.retrieval_clips, device
+        )
+        test_ids, test_feats = _features(
+            network, layout, list(test["video_id"]), evaluation.retrieval_clips, device
+        )
+        train_labels = np.array([train_index[v] for v in train_ids])
+        test_labels = np.array([label_index[v] for v in test_ids])
+        ks = [k for k in evaluation.retrieval_ks if k <= len(train_ids)]
+        recalls = retrieval_recall_at_k(test_feats, test_labels, train_feats, train_labels, ks)
+        records += [{"method": method, "metric": f"r@{k}", "value": value} for k, value in recalls.items()]
+        fewshot = linear_probe_fewshot(
+            train_feats,
+            train_labels,
+            test_feats,
+            test_labels,
+            evaluation.fewshot_shots,
+            evaluation.fewshot_seeds,
+        )
+        records += fewshot_records(fewshot, method, "test", seed)
+        if method == main_method and evaluation.retrieval_examples:
+            result.plots[f"Retrieval: test queries and their 3 nearest training videos ({method})"] = (
+                _retrieval_plot(
+                    layout,
+                    train_ids,
+                    train_feats,
+                    test_ids,
+                    test_feats,
+                    labels,
+                    evaluation.retrieval_examples,
+                )
+            )
+        if method == "teacher" or method == main_method:
+            channels = 2 if network.modality == "flow" else 3
+            shape = (channels, network.clip_length, network.crop_size, network.crop_size)
+            gmacs, params = count_complexity(network.model, shape)
+            if method == "teacher":
+                per_pair = flow_seconds_per_pair(layout, list(test["video_id"]), config.flow)
+                cost = teacher_inference_cost(gmacs, params, per_pair, network.clip_length)
+            else:
+                cost = student_inference_cost(gmacs, params, method=method)
+            records += cost.records("test", seed)
+        if method == main_method:
+            result.frames, result.resolution = network.clip_length, network.crop_size
+    if evaluation.gradcam_videos and main_method in FINETUNE_STAGES:
+        result.plots[f"Grad-CAM of the fine-tuned {main_method} student"] = _gradcam_plot(
+            layout, main_method, list(test["video_id"]), class_names, evaluation.gradcam_videos, device
+        )
+    records += _diagnostics(layout, manifest, labels, result)
+    histories = {
+        stage: read_table(history_url(layout, stage))
+        for stage in [TEACHER_STAGE, *REPRESENTATION_STAGES.values(), *FINETUNE_STAGES.values()]
+        if table_exists(history_url(layout, stage))
+    }
+    if histories:
+        result.plots["Training curves"] = plot_training_curves(
+            histories, fs.join(layout.plots, "training_curves.png")
+        )
+    metrics = metrics_frame([{"split": "test", "seed": seed, **record} for record in records])
+    pct = percent_of_supervised_frame(metrics)
+    result.metrics = pd.concat([metrics, pct], ignore_index=True) if len(pct) else metrics
+    return result
+
+
+def _diagnostics(
+    layout: RunLayout, manifest: pd.DataFrame, labels: dict[str, Any], result: EvaluationResult
+) -> list[dict[str, Any]]:
+    """Cluster NMI/AMI/purity and pseudo-label accuracy where labels exist."""
+    records = []
+    if table_exists(layout.clusters):
+        clusters = read_table(layout.clusters)
+        quality = cluster_quality(clusters, pd.Series(labels).dropna())
+        for row in quality.itertuples():
+            records += [
+                {
+                    "method": "idt_clusters",
+                    "metric": "cluster_nmi",
+                    "value": row.nmi,
+                    "split": "all",
+                    "seed": row.run,
+                },
+                {
+                    "method": "idt_clusters",
+                    "metric": "cluster_ami",
+                    "value": row.ami,
+                    "split": "all",
+                    "seed": row.run,
+                },
+                {
+                    "method": "idt_clusters",
+                    "metric": "cluster_purity",
+                    "value": 100.0 * row.purity,
+                    "split": "all",
+                    "seed": row.run,
+                },
+            ]
+        picture = fs.join(layout.plots, "cluster_examples.png")  # drawn by the cluster stage
+        if fs.exists(picture):
+            result.plots["IDT clusters: member videos of the largest clusters"] = picture
+    if table_exists(layout.pseudo_labels):
+        accuracy = pseudo_label_accuracy(read_table(layout.pseudo_labels), manifest)
+        for name, metric in (("clip_top1", "pseudo_label_acc"), ("video_top1", "pseudo_label_video_acc")):
+            if np.isfinite(accuracy[name]):
+                records.append(
+                    {
+                        "method": "motionfit",
+                        "metric": metric,
+                        "value": 100.0 * accuracy[name],
+                        "split": "source",
+                    }
+                )
+    return records

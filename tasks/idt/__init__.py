@@ -1,0 +1,1 @@
+"""Improved Dense Trajectories: extractor, tracking, pyramid flow, camera motion, descriptors, the stage."""

@@ -1,0 +1,42 @@
+"""The IDT stage body: trajectories of a batch of decoded videos into ``idt.zarr``."""
+
+from __future__ import annotations
+
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.idt.extractor import IdtConfig, extract_trajectories
+from motionfit.tasks.motion.tvl1 import dequantize_flow
+from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
+
+
+def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfig) -> list[VideoOutcome]:
+    """Extract IDT for each uncommitted video of ``video_ids`` from its stored frames.
+
+    In ``pipeline`` mode the stored TV-L1 flow (de-quantised with the bound it was stored with) replaces the
+    reference's Farnebäck flow. Each video's array is ``[N, 436]`` (``config.dtype``); its attribute
+    ``counts_per_frame`` lists how many trajectories end on each frame.
+    """
+    frames_store = layout.store("frames")
+    flow_store = layout.store("flow")
+    output = layout.store("idt", chunk_frames=4096)
+
+    def process(video_id: str) -> None:
+        frames = frames_store.read(video_id)
+        flows = None
+        if config.mode == "pipeline":
+            bound = float(flow_store.attrs(video_id)["flow_bound"])
+            flows = dequantize_flow(flow_store.read(video_id), bound)
+        result = extract_trajectories(frames, config, flows=flows)
+        output.write(
+            video_id,
+            result.trajectories.astype(config.dtype),
+            attrs={"counts_per_frame": result.counts_per_frame.tolist(), "mode": config.mode},
+        )
+
+    def key_of(video_id: str) -> str:
+        upstream = [frames_store.markers] + ([flow_store.markers] if config.mode == "pipeline" else [])
+        return inputs_key(
+            config,
+            [m.committed_info(video_id)["time"] if m.is_committed(video_id) else None for m in upstream],
+        )
+
+    return map_videos(video_ids, output.markers, process, key_of)

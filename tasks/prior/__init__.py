@@ -1,0 +1,1 @@
+"""The IDT prior: PCA, GMM, Fisher vectors, count sketch, k-means and the clustering stage."""

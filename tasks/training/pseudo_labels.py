@@ -1,0 +1,178 @@
+"""Pseudo-labels of the unlabelled videos from the motion teacher (MotionFit, Sec. 3.2).
+
+The teacher scores R evenly spaced clips of every unlabelled video (centre crop of its flow) and the logits
+of every clip are stored in ``pseudo_labels.parquet`` with the clip's stable key (``video_id, clip_index,
+start_frame, logits``). MotionFit self-trains on clip-level labels: each clip keeps its own prediction, so
+the student learns the motion of that time span. The "video" level (the paper's ablation) gives every clip
+the mean logits of its video. Targets (hard, soft with a temperature, or top-k) are derived from the stored
+logits at training time by :func:`pseudo_targets`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.tables import write_table
+from motionfit.tasks.data.clips import (
+    CLIP_KEY_COLUMNS,
+    ClipDataset,
+    ClipTransform,
+    EpochSampler,
+    clip_keys,
+    clip_span,
+    frame_counts,
+    make_loader,
+    unlabelled_videos,
+)
+from motionfit.tasks.training.loop import (
+    checkpoint_url,
+    load_network,
+    predict_clips,
+    prepare_model,
+    resolve_device,
+)
+from motionfit.tasks.training.teacher import TEACHER_STAGE
+
+logger = logging.getLogger(__name__)
+
+PSEUDO_LABEL_COLUMNS = [*CLIP_KEY_COLUMNS, "logits"]
+TargetMode = Literal["hard", "soft", "topk"]
+
+
+class PseudoLabelConfig(BaseModel):
+    """Pseudo-labelling of the unlabelled videos by the flow teacher (MotionFit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clips_per_video: int = Field(
+        10, ge=1, description="R clips per video, evenly spaced (MotionFit labels clips, not videos)"
+    )
+    level: Literal["clip", "video"] = Field(
+        "clip", description="clip: each clip its own logits (MotionFit); video: the video's mean (ablation)"
+    )
+    teacher_stage: str = Field(TEACHER_STAGE, description="stage whose checkpoint is the teacher")
+    batch_size: int = Field(32, ge=1, description="clips per inference batch")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    amp: bool = Field(True, description="float16 inference on CUDA")
+
+
+def pseudo_targets(
+    logits: torch.Tensor, mode: TargetMode = "soft", temperature: float = 1.0, k: int = 5
+) -> torch.Tensor:
+    """Training targets ``[N, K] float32`` (rows sum to 1) from stored teacher logits ``[N, K]``.
+
+    ``hard``: one-hot argmax; ``soft``: ``softmax(logits / temperature)``; ``topk``: the soft targets kept on
+    the k most likely classes and renormalised.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [N, K], got shape {tuple(logits.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = logits.float()
+    if mode == "hard":
+        return F.one_hot(logits.argmax(dim=1), logits.shape[1]).float()
+    soft = torch.softmax(logits / temperature, dim=1)
+    if mode == "soft":
+        return soft
+    if mode == "topk":
+        if not 1 <= k <= logits.shape[1]:
+            raise ValueError(f"k must be in [1, {logits.shape[1]}], got {k}")
+        kept = torch.zeros_like(soft).scatter(1, soft.topk(k, dim=1).indices, 1.0) * soft
+        return kept / kept.sum(dim=1, keepdim=True)
+    raise ValueError(f"unknown pseudo-label mode {mode!r}; expected 'hard', 'soft' or 'topk'")
+
+
+def logits_matrix(pseudo_labels: pd.DataFrame) -> np.ndarray:
+    """The ``logits`` column as one ``[N, K] float32`` array."""
+    return np.stack(pseudo_labels["logits"].to_numpy()).astype(np.float32)
+
+
+def generate_pseudo_labels(
+    layout: RunLayout,
+    manifest: pd.DataFrame,
+    config: PseudoLabelConfig,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Label R clips of every unlabelled video (source videos and the target's ``unlabelled`` split) with the
+    teacher and write ``pseudo_labels.parquet`` (``video_id, clip_index, start_frame, logits list<float32>``).
+
+    The clips are the teacher's (its clip length, stride and input size, read from its checkpoint). Returns
+    the written table.
+    """
+    device = resolve_device(device)
+    amp = config.amp and device.type == "cuda"
+    teacher, checkpoint = load_network(checkpoint_url(layout, config.teacher_stage), device)
+    teacher = prepare_model(teacher, device, channels_last=amp)
+    teacher_config = checkpoint["config"]
+    clip_length, frame_stride = teacher_config["clip_length"], teacher_config["frame_stride"]
+    video_ids = unlabelled_videos(manifest)
+    if not video_ids:
+        raise ValueError("manifest has no unlabelled (source) videos to pseudo-label")
+    counts = frame_counts(layout, video_ids, ("flow",))
+    keys = clip_keys(counts, clip_span(clip_length, frame_stride), config.clips_per_video)
+    dataset = ClipDataset(
+        layout,
+        keys,
+        ("flow",),
+        clip_length,
+        ClipTransform(crop_size=teacher_config["crop_size"]),
+        frame_stride=frame_stride,
+    )
+    loader = make_loader(
+        dataset, config.batch_size, EpochSampler(len(dataset), shuffle=False), device, config.num_workers
+    )
+    items, _, logits = predict_clips(teacher, loader, device, "flow", amp, channels_last=amp)
+    order = np.argsort(items, kind="stable")
+    logits = logits[order]
+    if config.level == "video":
+        video_means = pd.DataFrame(logits).groupby(keys["video_id"].to_numpy(), sort=False).transform("mean")
+        logits = video_means.to_numpy(dtype=np.float32)
+    table = keys[CLIP_KEY_COLUMNS].assign(logits=list(logits.astype(np.float32)))
+    write_table(layout.pseudo_labels, table)
+    logger.info(
+        "pseudo-labelled %d clips of %d videos (%s level) with %s",
+        len(table),
+        len(counts),
+        config.level,
+        checkpoint_url(layout, config.teacher_stage),
+    )
+    return table
+
+
+def pseudo_label_accuracy(pseudo_labels: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy of the pseudo-labels against the held-out labels of the unlabelled videos (diagnostics only).
+
+    ``heldout_label`` holds class names (mapped to the target's ``label_index`` through its ``label``
+    column) or class indices. Returns ``{clip_top1, video_top1, n_clips, n_videos}`` (NaN accuracies and
+    zero counts when no labelled video is pseudo-labelled).
+    """
+    empty = {"clip_top1": float("nan"), "video_top1": float("nan"), "n_clips": 0, "n_videos": 0}
+    if "heldout_label" not in manifest:
+        return empty
+    heldout = manifest.set_index("video_id")["heldout_label"].dropna()
+    target = manifest[(manifest["dataset"] == "target") & (manifest["label_index"] >= 0)]
+    class_index = dict(zip(target["label"], target["label_index"], strict=True))
+    truth = heldout.map(
+        lambda label: class_index.get(label, label if isinstance(label, int | np.integer) else -1)
+    )
+    rows = pseudo_labels[pseudo_labels["video_id"].isin(truth[truth >= 0].index)]
+    if rows.empty:
+        return empty
+    logits = logits_matrix(rows)
+    labels = truth.loc[rows["video_id"]].to_numpy().astype(np.int64)
+    video_logits = pd.DataFrame(logits).groupby(rows["video_id"].to_numpy(), sort=False).mean()
+    video_labels = truth.loc[video_logits.index].to_numpy().astype(np.int64)
+    return {
+        "clip_top1": float((logits.argmax(axis=1) == labels).mean()),
+        "video_top1": float((video_logits.to_numpy().argmax(axis=1) == video_labels).mean()),
+        "n_clips": len(rows),
+        "n_videos": len(video_logits),
+    }

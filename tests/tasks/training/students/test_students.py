@@ -1,0 +1,210 @@
+"""The RGB student: MotionFit pseudo-labels, IDT-prior Local Aggregation, CMPL, and MSCL's options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import quantise_flow, save_teacher, write_moving_squares
+
+from motionfit.models.cmpl import cmpl_pseudo_labels
+from motionfit.models.video_net import VideoNet, build_model
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.tables import read_table, write_table
+from motionfit.tasks.data.clips import (
+    ClipDataset,
+    ClipTransform,
+    EpochSampler,
+    clip_keys,
+    frame_counts,
+    make_loader,
+)
+from motionfit.tasks.motion.sampling import (
+    clip_motion_scores,
+    dynamic_half,
+    frame_motion,
+    motion_differential_keys,
+)
+from motionfit.tasks.training.loop import history_url, load_checkpoint, load_network
+from motionfit.tasks.training.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels
+from motionfit.tasks.training.students.cmpl import PairedBatches, cmpl_step
+from motionfit.tasks.training.students.trainer import StudentConfig, cluster_matrix, train_student
+
+TINY = {
+    "arch": "r3d_18",
+    "width_multiplier": 1 / 16,
+    "layers": (1, 1, 1, 1),
+    "clip_length": 6,
+    "crop_size": 24,
+    "num_workers": 0,
+    "batch_size": 4,
+    "warmup_epochs": 0,
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunLayout, pd.DataFrame]:
+    layout, manifest = write_moving_squares(
+        tmp_path_factory.mktemp("run"), n_train=1, n_val=1, n_test=0, n_source=3
+    )
+    sources = manifest.loc[manifest["dataset"] == "source"]
+    rng = np.random.default_rng(0)
+    clusters = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "video_id": sources["video_id"],
+                    "run": 0,
+                    "k": 4,
+                    "cluster": sources["heldout_label"].factorize()[0],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "video_id": sources["video_id"],
+                    "run": 1,
+                    "k": 3,
+                    "cluster": rng.integers(0, 3, len(sources)),
+                }
+            ),
+        ]
+    )
+    write_table(layout.clusters, clusters)
+    save_teacher(layout)  # a 6 x 24 x 24 flow network: pseudo-labels and the LMCL teacher
+    generate_pseudo_labels(layout, manifest, PseudoLabelConfig(clips_per_video=2, num_workers=0), "cpu")
+    return layout, manifest
+
+
+def test_pseudo_label_student_trains_on_every_labelled_clip(run: tuple[RunLayout, pd.DataFrame]) -> None:
+    layout, manifest = run
+    config = StudentConfig(**TINY, objective="pseudo_labels", epochs=2, lr=0.05, target_mode="soft")
+    epochs: list[dict[str, Any]] = []
+    summary = train_student(layout, manifest, config, "cpu", on_epoch_end=epochs.append, stage="student_pl")
+    assert summary["n_items"] == len(read_table(layout.pseudo_labels)) == 24
+    assert [e["epoch"] for e in epochs] == [0, 1] and all(np.isfinite(e["loss"]) for e in epochs)
+    network, checkpoint = load_network(summary["checkpoint"])
+    assert isinstance(network, VideoNet) and network.fc.out_features == 4
+    assert checkpoint["network_args"]["in_channels"] == 3 and checkpoint["network_prefix"] == "student."
+
+
+def test_local_aggregation_student_loss_is_finite_and_decreases(run: tuple[RunLayout, pd.DataFrame]) -> None:
+    layout, manifest = run
+    config = StudentConfig(
+        **TINY, objective="local_aggregation", epochs=5, lr=0.05, ir_warmup_epochs=1, clips_per_video=2
+    )
+    summary = train_student(layout, manifest, config, "cpu", stage="student_la")
+    history = read_table(history_url(layout, "student_la"))
+    losses = history["loss"].to_numpy()
+    assert summary["n_items"] == 12 and np.isfinite(losses).all()
+    assert losses[-1] < losses[1], f"Local Aggregation losses {losses[1:]} do not decrease"
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    bank = checkpoint["model"]["bank.embeddings"]
+    assert bank.shape == (12, 128)
+    torch.testing.assert_close(bank.norm(dim=1), torch.ones(12))
+    network, _ = load_network(summary["checkpoint"])
+    assert network.embedding.out_features == 128 and network.fc is None
+
+
+def test_cluster_matrix_stacks_every_clustering() -> None:
+    clusters = pd.DataFrame(
+        {"video_id": ["a", "b", "a", "b"], "run": [0, 0, 1, 1], "k": [2, 2, 2, 2], "cluster": [0, 1, 1, 1]}
+    )
+    assert cluster_matrix(clusters, ["b", "a"]).tolist() == [[1, 0], [1, 1]]
+    with pytest.raises(KeyError, match="no cluster"):
+        cluster_matrix(clusters, ["a", "c"])
+
+
+def test_cmpl_step_trains_on_the_schemes_masked_pseudo_labels(run: tuple[RunLayout, pd.DataFrame]) -> None:
+    layout, manifest = run
+    keys = clip_keys(frame_counts(layout, manifest["video_id"].tolist(), ("rgb",)), 6, 1)
+    transform = ClipTransform(crop_size=24, train=True, strong_view=True)
+    dataset = ClipDataset(
+        layout, keys, ("rgb",), 6, transform, by_video=True, labels={v: 1 for v in keys["video_id"]}
+    )
+    loader = make_loader(dataset, 4, EpochSampler(len(dataset)), torch.device("cpu"))
+    batch = next(iter(PairedBatches(loader, loader)))
+    torch.manual_seed(0)
+    primary = build_model("r3d_18", 3, 4, width_multiplier=1 / 8, layers=(1, 1, 1, 1)).train()
+    auxiliary = build_model("r3d_18", 3, 4, width_multiplier=1 / 32, layers=(1, 1, 1, 1)).train()
+    with torch.no_grad():
+        primary.fc.weight.mul_(300.0)  # confident primary predictions, an unconfident auxiliary network
+    weak = batch["unlabelled_rgb"].flatten(0, 1)
+    with torch.no_grad():
+        p_primary = torch.softmax(
+            primary(torch.cat([batch["labelled_rgb"].flatten(0, 1), weak, weak]))[4:8], 1
+        )
+        p_auxiliary = torch.softmax(
+            auxiliary(torch.cat([batch["labelled_rgb"].flatten(0, 1), weak, weak]))[4:8], 1
+        )
+    for scheme in ("cross", "fixmatch", "self_first"):
+        output = cmpl_step(primary, auxiliary, batch, scheme, 0.95, unlabelled_weight=1.0)
+        _, mask = cmpl_pseudo_labels(scheme, p_primary, p_auxiliary, 0.95)
+        _, auxiliary_mask = cmpl_pseudo_labels(scheme, p_auxiliary, p_primary, 0.95)
+        assert output.metrics["primary_mask_rate"].item() == pytest.approx(mask.float().mean().item())
+        assert output.metrics["auxiliary_mask_rate"].item() == pytest.approx(
+            auxiliary_mask.float().mean().item()
+        )
+        assert torch.isfinite(output.loss) and output.n_clips == 12
+    crossed = cmpl_step(primary, auxiliary, batch, "cross", 0.95, 1.0)
+    assert crossed.metrics["primary_mask_rate"] == 0 and crossed.metrics["primary_unlabelled_loss"] == 0
+    assert crossed.metrics["auxiliary_mask_rate"] > 0 and crossed.metrics["auxiliary_unlabelled_loss"] > 0
+    nothing = cmpl_step(primary, auxiliary, batch, "fixmatch", 1.0, 1.0)
+    supervised = nothing.metrics["primary_supervised_loss"] + nothing.metrics["auxiliary_supervised_loss"]
+    torch.testing.assert_close(nothing.loss.detach(), supervised)
+
+
+def test_cmpl_objective_trains_primary_and_auxiliary_networks(run: tuple[RunLayout, pd.DataFrame]) -> None:
+    layout, manifest = run
+    config = StudentConfig(**TINY, objective="cmpl", epochs=1, unlabelled_ratio=2, clips_per_video=2)
+    summary = train_student(layout, manifest, config, "cpu", stage="student_cmpl")
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    widths = {
+        p: checkpoint["model"][f"{p}.backbone.layer4.0.conv1.0.weight"].shape[0]
+        for p in ("student", "auxiliary")
+    }
+    assert widths == {"student": 32, "auxiliary": 8}  # 512/16 and a quarter of it
+    assert summary["n_labelled"] == 4 and summary["n_items"] == 12 and "val_video_top1" in summary
+    history = read_table(history_url(layout, "student_cmpl"))
+    assert {"primary_mask_rate", "auxiliary_mask_rate", "primary_supervised_loss"} <= set(history.columns)
+
+
+def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
+    run: tuple[RunLayout, pd.DataFrame],
+) -> None:
+    layout, manifest = run
+    config = StudentConfig(**TINY, objective="pseudo_labels", epochs=1, lmcl_weight=0.5, motion_sampling=True)
+    summary = train_student(layout, manifest, config, "cpu", stage="student_mscl")
+    history = read_table(history_url(layout, "student_mscl")).iloc[0]
+    assert np.isfinite(history["lmcl_loss"]) and history["lmcl_loss"] > 0
+    assert history["loss"] == pytest.approx(history["objective_loss"] + 0.5 * history["lmcl_loss"], rel=1e-4)
+    assert summary["n_items"] == 12  # motion sampling keeps the more dynamic of each video's 2 clips
+    keys = load_checkpoint(summary["checkpoint"])["model"].keys()
+    assert any(k.startswith("lmcl_heads.student.") for k in keys) and not any(
+        "teacher.backbone" in k for k in keys
+    )
+
+
+def test_motion_scores_pick_the_dynamic_half(tmp_path: Path) -> None:
+    layout = RunLayout.at(tmp_path)
+    speeds = np.array([0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1], dtype=np.float64)  # pixels per frame
+    flow = np.zeros((12, 8, 8, 2))
+    flow[..., 0] = speeds[:, None, None]
+    layout.store("flow").write("v", quantise_flow(flow))
+    layout.store("frames").write("v", np.zeros((13, 8, 8, 3), np.uint8))
+    np.testing.assert_allclose(frame_motion(quantise_flow(flow)), speeds, atol=0.15)  # q=128 is 0.08 px
+    keys = clip_keys(frame_counts(layout, ["v"], ("flow",)), 4, 3)
+    assert keys["start_frame"].tolist() == [1, 4, 7]
+    scores = clip_motion_scores(layout, keys, clip_length=4)
+    np.testing.assert_allclose(scores, [1.0, 4.0, 1.75], atol=0.15)
+    kept = motion_differential_keys(layout, keys, clip_length=4)
+    assert kept["clip_index"].tolist() == [1, 2]  # the ceil(3 / 2) fastest clips, in clip order
+    assert dynamic_half(keys, np.array([0.0, 1.0, 2.0]))["clip_index"].tolist() == [1, 2]
