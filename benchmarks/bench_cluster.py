@@ -20,7 +20,8 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import normalized_mutual_info_score
 from threadpoolctl import threadpool_limits
 
-from motionfit.tasks.prior.clustering import default_n_clusters, kmeans, kmeans_plus_plus
+from motionfit.tasks.prior.clustering import default_n_clusters
+from motionfit.tasks.prior.kmeans import kmeans, kmeans_plus_plus
 
 
 def sketch_like_vectors(

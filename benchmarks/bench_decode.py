@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.decode import DecodeConfig, decode_video, decode_videos, resized_shape
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import decode_video, decode_videos, resized_shape
 
 SAMPLES = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
 

@@ -26,8 +26,9 @@ from threadpoolctl import threadpool_limits
 from timing import fastest_seconds
 
 from motionfit.tasks.idt.columns import N_TRAJECTORY_FIELDS, REFERENCE_COLUMNS
-from motionfit.tasks.prior.fisher import FisherConfig, encode_video, fisher_encode, fit_fisher_model
-from motionfit.tasks.prior.gmm import DiagonalGmm, GmmConfig, fit_gmm, mean_log_likelihood
+from motionfit.tasks.prior.config import FisherConfig, GmmConfig
+from motionfit.tasks.prior.fisher import encode_video, fisher_encode, fit_fisher_model
+from motionfit.tasks.prior.gmm import DiagonalGmm, fit_gmm, mean_log_likelihood
 
 
 def synthetic_descriptors(rng: np.random.Generator, n_rows: int, dim: int, n_modes: int = 64) -> np.ndarray:

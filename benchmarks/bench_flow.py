@@ -26,8 +26,11 @@ import cv2
 import numpy as np
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.decode import DecodeConfig, decode_video
-from motionfit.tasks.motion.tvl1 import FlowConfig, compute_flows, quantize_flow
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import decode_video
+from motionfit.tasks.motion.codec import quantize_flow
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_flows
 
 PLAIN = "plain OpenCV TV-L1 loop"
 STAGE = "compute_flows (stage, zarr)"

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from timing import fastest_seconds
 
-from motionfit.tasks.idt.extractor import IdtConfig, extract_trajectories
+from motionfit.tasks.idt.config import IdtConfig
+from motionfit.tasks.idt.extractor import extract_trajectories
 from motionfit.tasks.idt.pyramid_flow import scale_pyramid
 
 RECORDED_CPP_FPS = {(176, 144): 40.0, (455, 256): 7.4}

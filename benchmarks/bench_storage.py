@@ -22,8 +22,11 @@ import numpy as np
 
 from motionfit.storage.arrays import VideoArrayStore
 from motionfit.storage.markers import StageMarkers
-from motionfit.tasks.data.decode import DecodeConfig, decode_video
-from motionfit.tasks.motion.tvl1 import FlowConfig, compute_tvl1_flow, quantize_flow
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import decode_video
+from motionfit.tasks.motion.codec import quantize_flow
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_tvl1_flow
 
 LAYOUTS = {
     "zstd-3, 16-frame chunks (flow default)": {"cname": "zstd", "clevel": 3, "chunk_frames": 16},

@@ -28,16 +28,16 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
     frame_counts,
     make_loader,
 )
+from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training.config import TrainingConfig
 from motionfit.tasks.training.loop import (
     StepOutput,
-    TrainingConfig,
     make_optimizer,
     make_scaler,
     prepare_model,

@@ -16,6 +16,7 @@ from motionfit.flows.prior import cluster_flow, fv_encode_flow, fv_fit_flow, idt
 from motionfit.flows.train import finetune_flow, pseudo_label_flow, student_flow, teacher_flow
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.methods import METHODS
 
 STAGE_FLOWS: dict[str, Flow] = {
     "ingest": ingest_flow,
@@ -39,7 +40,7 @@ def selected_stages(
     config: PipelineConfig, until: str | None = None, only: str | None = None, start: str | None = None
 ) -> list[str]:
     """The stages to run, in DAG order: from ``start`` (default the first) to ``until`` (default the last),
-    or ``only`` one. The IDT stages are left out when no method needs the IDT prior (``idt_la``)."""
+    or ``only`` one. The IDT stages are left out when no method needs the IDT prior."""
     for name in (until, only, start):
         if name is not None and name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
@@ -50,7 +51,7 @@ def selected_stages(
     if first >= last:
         raise ValueError(f"stage {start!r} comes after {until!r}: nothing to run")
     stages = list(STAGES[first:last])
-    if "idt_la" not in config.methods:
+    if not any(METHODS[name].needs_idt for name in config.methods):
         stages = [stage for stage in stages if stage not in IDT_STAGES]
     return stages
 
@@ -58,8 +59,8 @@ def selected_stages(
 def save_run_config(config: PipelineConfig) -> None:
     """Keep the run's config beside its data (config.yaml), so status and report know what ran."""
     layout = RunLayout.at(config.run_root)
-    payload = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
-    fs.write_bytes_atomic(layout.path("config.yaml"), payload)
+    payload = yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False).encode()
+    fs.write_bytes_atomic(layout.run_config, payload)
 
 
 def run_stage(stage: str, config: PipelineConfig) -> Any:

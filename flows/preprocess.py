@@ -19,10 +19,12 @@ from motionfit.storage.manifest import (
     stage_summary,
     usable_videos,
 )
-from motionfit.tasks.data.decode import DecodeConfig, decode_videos
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
 from motionfit.tasks.data.synth import generate_dataset
-from motionfit.tasks.motion.tvl1 import FlowConfig, compute_flows
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_flows
 from motionfit.tasks.per_video import VideoOutcome
 
 

@@ -20,20 +20,18 @@ from motionfit.storage.matrix import read_matrix, write_matrix
 from motionfit.storage.tables import read_table, write_table
 from motionfit.tasks.evaluation.plots import plot_cluster_examples
 from motionfit.tasks.idt.columns import IdtColumns
-from motionfit.tasks.idt.extractor import IdtConfig
+from motionfit.tasks.idt.config import IdtConfig
 from motionfit.tasks.idt.stage import extract_idt_videos
 from motionfit.tasks.per_video import VideoOutcome
-from motionfit.tasks.prior.clustering import ClusterConfig, cluster_quality, cluster_sizes, cluster_videos
+from motionfit.tasks.prior.clustering import cluster_quality, cluster_sizes, cluster_videos
+from motionfit.tasks.prior.config import ClusterConfig, FisherConfig
 from motionfit.tasks.prior.fisher import (
-    FisherConfig,
     encode_video,
     fit_fisher_model,
     load_fisher_model,
     sample_descriptors,
     save_fisher_model,
 )
-
-FISHER_MODEL_FILE = "fisher_model.npz"
 
 
 @task(name="idt-batch")
@@ -52,7 +50,7 @@ def fv_fit_task(
     arrays = {video_id: store.read(video_id) for video_id in video_ids}
     sample = sample_descriptors(arrays, config, np.random.default_rng(config.sample_seed), idt_columns)
     model = fit_fisher_model(sample, config, idt_columns)
-    url = fs.join(layout.fv_model, FISHER_MODEL_FILE)
+    url = layout.fisher_model
     buffer = io.BytesIO()
     save_fisher_model(model, buffer)
     fs.write_bytes_atomic(url, buffer.getvalue())
@@ -66,7 +64,7 @@ def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs:
     model = load_fisher_model(model_url)
     store = layout.store("idt")
     vectors = np.stack([encode_video(store.read(video_id), model) for video_id in video_ids])
-    url = fs.join(layout.path("fv_parts.zarr"), inputs)
+    url = layout.fv_part(inputs)
     write_matrix(url, vectors, {"video_ids": video_ids})
     return url
 
@@ -145,7 +143,7 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
     """Encode every video with the fitted model; gather fv.zarr (rows) and fv_index.parquet (row order)."""
     logger = get_run_logger()
     layout = RunLayout.at(config.run_root)
-    model_url = fs.join(layout.fv_model, FISHER_MODEL_FILE)
+    model_url = layout.fisher_model
     if not fs.exists(model_url):
         raise RuntimeError(f"no Fisher-vector model at {model_url}: run the fv_fit stage first")
     video_ids = sorted(usable_videos(load_manifest(layout), "idt")["video_id"])
@@ -194,7 +192,7 @@ def cluster_flow(config: PipelineConfig) -> dict[str, float]:
     picture = plot_cluster_examples(
         layout.store("frames"),
         clusters[clusters["run"] == 0],
-        fs.join(layout.plots, "cluster_examples.png"),
+        layout.plot("cluster_examples"),
         labels=labels.astype(str).to_dict(),
     )
     publish_image(

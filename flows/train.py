@@ -13,28 +13,21 @@ from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.storage.tables import table_exists
-from motionfit.tasks.training.finetune import FinetuneConfig, finetune
-from motionfit.tasks.training.loop import checkpoint_url
-from motionfit.tasks.training.pseudo_labels import (
+from motionfit.tasks.methods import METHODS, TEACHER_STAGE, Method, ordered
+from motionfit.tasks.training.config import (
+    FinetuneConfig,
     PseudoLabelConfig,
-    generate_pseudo_labels,
-    pseudo_label_accuracy,
+    StudentConfig,
+    TeacherConfig,
 )
-from motionfit.tasks.training.students.trainer import StudentConfig, train_student
-from motionfit.tasks.training.supervised_labels import SUPERVISED_LABELS_FILE, write_supervised_labels
-from motionfit.tasks.training.teacher import TEACHER_STAGE, TeacherConfig, train_teacher
+from motionfit.tasks.training.finetune import finetune
+from motionfit.tasks.training.loop import checkpoint_url
+from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels, pseudo_label_accuracy
+from motionfit.tasks.training.students.trainer import train_student
+from motionfit.tasks.training.supervised_labels import write_supervised_labels
+from motionfit.tasks.training.teacher import train_teacher
 
-STUDENT_METHODS = ("motionfit", "idt_la", "supervised")
-FINETUNED_METHODS = ("scratch", "motionfit", "idt_la", "supervised")
 GPU_TAGS = ["gpu"]
-
-
-def student_stage(method: str) -> str:
-    return f"student_{method}"
-
-
-def finetune_stage(method: str) -> str:
-    return f"finetune_{method}"
 
 
 def seeded(section: BaseModel, config: PipelineConfig) -> Any:
@@ -128,65 +121,71 @@ def pseudo_label_flow(config: PipelineConfig) -> dict[str, Any]:
     return run(layout.root, config.pseudo_label, config.runtime.resolved_device(), inputs)
 
 
-def student_config(method: str, config: PipelineConfig, layout: RunLayout) -> StudentConfig:
-    """The student section of ``method``: MotionFit's pseudo-labels, the IDT prior, or the supervised bound
-    (hard held-back labels of the source, the upper bound of the IDT-prior paper's '% sup.')."""
-    if method == "idt_la":
-        return seeded(config.idt_student, config)
-    section = seeded(config.student, config)
-    if method == "supervised":
-        return section.model_copy(
-            update={
-                "objective": "pseudo_labels",
-                "target_mode": "hard",
-                "pseudo_labels_url": layout.path(SUPERVISED_LABELS_FILE),
-            }
-        )
+def student_config(method: Method, config: PipelineConfig, layout: RunLayout) -> StudentConfig:
+    """The student section of ``method`` (seeded with the run's seed); the supervised bound trains MotionFit's
+    recipe on hard held-back labels of the source (the upper bound of the IDT-prior paper's '% sup.')."""
+    section = seeded(getattr(config, method.section), config)
+    if method.trains_on == "supervised_labels":
+        update = {"target_mode": "hard", "pseudo_labels_url": layout.supervised_labels}
+        return section.model_copy(update=update)
     return section
+
+
+def student_inputs(method: Method, layout: RunLayout) -> Any:
+    """What a student is trained on, as a fingerprint: the frames, plus its targets' table (or the labelled
+    target, for CMPL)."""
+    frames = _store_fingerprint(layout, "decode")
+    if method.trains_on == "target":
+        return fingerprint("student", method.name, frames, _manifest_fingerprint(layout))
+    targets = {
+        "pseudo_labels": layout.pseudo_labels,
+        "clusters": layout.clusters,
+        "supervised_labels": layout.supervised_labels,
+    }[method.trains_on]
+    return fingerprint("student", method.name, frames, file_fingerprint(targets))
 
 
 @flow(name="student-train")
 def student_flow(config: PipelineConfig) -> dict[str, Any]:
-    """Self-train one RGB student per method in ``config.methods`` (motionfit, idt_la, supervised)."""
+    """Self-train the RGB student of every method in ``config.methods`` that has one."""
     logger = get_run_logger()
     layout = RunLayout.at(config.run_root)
     device = config.runtime.resolved_device()
     results = {}
-    frames = _store_fingerprint(layout, "decode")
-    for method in (m for m in STUDENT_METHODS if m in config.methods):
-        if method == "supervised" and not table_exists(layout.path(SUPERVISED_LABELS_FILE)):
+    for method in (METHODS[name] for name in ordered(config.methods)):
+        if method.objective is None:
+            continue
+        if method.trains_on == "supervised_labels" and not table_exists(layout.supervised_labels):
+            section = getattr(config, method.section)
             write_supervised_labels(
                 layout,
                 load_manifest(layout),
                 config.pseudo_label.clips_per_video,
-                config.student.clip_length,
-                config.student.frame_stride,
+                section.clip_length,
+                section.frame_stride,
             )
-        section = student_config(method, config, layout)
-        upstream = {
-            "motionfit": layout.pseudo_labels,
-            "idt_la": layout.clusters,
-            "supervised": layout.path(SUPERVISED_LABELS_FILE),
-        }[method]
-        inputs = fingerprint("student", method, frames, file_fingerprint(upstream))
         run = student_task.with_options(**stage_task_options(layout))
-        results[method] = run(layout.root, section, student_stage(method), device, inputs)
-        logger.info("student %s: %s", method, results[method])
+        section = student_config(method, config, layout)
+        inputs = student_inputs(method, layout)
+        results[method.name] = run(layout.root, section, method.student_stage, device, inputs)
+        logger.info("student %s: %s", method.name, results[method.name])
     return results
 
 
 @flow(name="finetune")
 def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
-    """Fine-tune every student on the labelled target; train the RGB baseline from scratch."""
+    """Fine-tune every method's student on the labelled target, and train the RGB baseline from scratch."""
     layout = RunLayout.at(config.run_root)
     device = config.runtime.resolved_device()
     section = seeded(config.finetune, config)
     frames = _store_fingerprint(layout, "decode")
     manifest = _manifest_fingerprint(layout)
     results = {}
-    for method in (m for m in FINETUNED_METHODS if m in config.methods):
-        init = None if method == "scratch" else checkpoint_url(layout, student_stage(method))
-        inputs = fingerprint("finetune", method, frames, manifest, init and file_fingerprint(init))
+    for method in (METHODS[name] for name in ordered(config.methods)):
+        if not method.finetuned:
+            continue
+        init = None if method.init == "random" else checkpoint_url(layout, method.student_stage)
+        inputs = fingerprint("finetune", method.name, frames, manifest, init and file_fingerprint(init))
         run = finetune_task.with_options(**stage_task_options(layout))
-        results[method] = run(layout.root, section, init, finetune_stage(method), device, inputs)
+        results[method.name] = run(layout.root, section, init, method.finetune_stage, device, inputs)
     return results

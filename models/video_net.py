@@ -40,7 +40,7 @@ class VideoNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.backbone = backbone
-        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.global_pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = None if num_classes is None else nn.Linear(backbone.out_features, num_classes)
         self.embedding = None if embedding_dim is None else nn.Linear(backbone.out_features, embedding_dim)
@@ -56,25 +56,34 @@ class VideoNet(nn.Module):
         return self.backbone.out_features
 
     def feature_map(self, x: Tensor) -> Tensor:
-        """Backbone output (for Grad-CAM and local motion contrast): ``[B, C, T, H, W]`` ->
-        ``[B, D, T', H', W']``."""
+        """Backbone output: ``[B, C, T, H, W]`` -> ``[B, D, T', H', W']``. One backbone pass can feed several
+        heads (:meth:`classify`, :meth:`embed`) and losses on the map itself (local motion contrast,
+        Grad-CAM)."""
         return self.backbone(x)
+
+    def pool(self, feature_map: Tensor) -> Tensor:
+        """Global average pooling of a feature map: ``[B, D, T', H', W']`` -> ``[B, D]``."""
+        return self.global_pool(feature_map).flatten(1)
+
+    def classify(self, feature_map: Tensor) -> Tensor:
+        """Class logits of a feature map: ``[B, D, T', H', W']`` -> ``[B, K]`` (pool, dropout, classifier)."""
+        if self.fc is None:
+            raise RuntimeError("this VideoNet was built with num_classes=None: it has no classifier")
+        return self.fc(self.dropout(self.pool(feature_map)))
+
+    def embed(self, feature_map: Tensor) -> Tensor:
+        """L2-normalised embedding of a feature map: ``[B, D, T', H', W']`` -> ``[B, E]`` with unit rows."""
+        if self.embedding is None:
+            raise RuntimeError("this VideoNet was built with embedding_dim=None: it has no embedding head")
+        return F.normalize(self.embedding(self.pool(feature_map)), dim=1)
 
     def features(self, x: Tensor) -> Tensor:
         """Globally pooled conv5 features (retrieval, linear probes): ``[B, C, T, H, W]`` -> ``[B, D]``."""
-        return self.pool(self.backbone(x)).flatten(1)
+        return self.pool(self.feature_map(x))
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits: ``[B, C, T, H, W]`` -> ``[B, K]``."""
-        if self.fc is None:
-            raise RuntimeError("this VideoNet was built with num_classes=None: it has no classifier")
-        return self.fc(self.dropout(self.features(x)))
-
-    def embed(self, x: Tensor) -> Tensor:
-        """L2-normalised embedding: ``[B, C, T, H, W]`` -> ``[B, E]`` with unit rows."""
-        if self.embedding is None:
-            raise RuntimeError("this VideoNet was built with embedding_dim=None: it has no embedding head")
-        return F.normalize(self.embedding(self.features(x)), dim=1)
+        return self.classify(self.feature_map(x))
 
     def train(self, mode: bool = True) -> "VideoNet":
         """Set training mode; frozen blocks stay in eval mode (their batch-norm statistics are fixed)."""

@@ -1,4 +1,7 @@
-"""The ``motionfit`` command: demo, run, stage, status, report, synth, idt."""
+"""The ``motionfit`` command: demo, run, stage, config, status, report, synth, idt.
+
+Every subcommand imports what it needs when it runs: ``--help``, ``config`` and ``status`` load no torch,
+torchvision, OpenCV, SciPy or scikit-learn (a test checks it)."""
 
 from __future__ import annotations
 
@@ -40,12 +43,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace):
+    """The config of a command: a YAML file or a preset (``tiny`` when neither is given), then the overlays
+    and the ``--set``/``--seed``/``--run-root`` overrides; a file and a preset together are an error."""
     from motionfit.config import load_config
 
-    preset = args.preset if args.config is None else None
-    if args.config is None and preset is None:
-        preset = "tiny"
-    return load_config(args.config, preset, _overrides(args), args.overlay)
+    if args.config is not None and args.preset is not None:
+        raise SystemExit(f"give a config file or --preset, not both (got {args.config} and {args.preset})")
+    preset = args.preset if args.config is not None or args.preset is not None else "tiny"
+    return load_config(args.config, None if args.config else preset, _overrides(args), args.overlay)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved, validated config as YAML (the run's ``config.yaml`` has the same form)."""
+    import yaml
+
+    config = _load(args)
+    print(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False), end="")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -107,7 +121,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_idt(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from motionfit.tasks.idt.extractor import IdtConfig, extract_video_trajectories
+    from motionfit.tasks.idt.config import IdtConfig
+    from motionfit.tasks.idt.extractor import extract_video_trajectories
 
     config = IdtConfig(mode=args.mode)
     result = extract_video_trajectories(Path(args.video), config, boxes_path=args.boxes)
@@ -153,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("stage", choices=STAGES)
     _add_config_arguments(stage)
     stage.set_defaults(handler=cmd_stage)
+
+    config = commands.add_parser("config", help="print the resolved config as YAML (validated)")
+    _add_config_arguments(config)
+    config.set_defaults(handler=cmd_config)
 
     status = commands.add_parser("status", help="stages and videos per status of a run")
     status.add_argument("run_root")

@@ -1,35 +1,28 @@
 """The pipeline configuration: one typed section per stage, composed, loaded from YAML presets or files.
 
-Each stage defines its own section next to its code (with the papers' defaults documented there); this module
-only composes them. ``load_config`` merges, in order: the defaults, a preset
-(``motionfit/presets/<name>.yaml``) or a user YAML file, overlays, then explicit overrides.
+Each stage family defines its sections in its own ``config`` module (the papers' defaults documented there,
+nothing heavier than pydantic imported); this module composes them. ``load_config`` merges, in order: the
+defaults, a preset (``motionfit/presets/<name>.yaml``) or a user YAML file, overlays, then explicit overrides.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from motionfit.runtime import RuntimeConfig
-from motionfit.tasks.data.decode import DecodeConfig
-from motionfit.tasks.data.ingest import DataConfig
-from motionfit.tasks.data.synth import SynthConfig
-from motionfit.tasks.idt.extractor import IdtConfig
-from motionfit.tasks.motion.tvl1 import FlowConfig
-from motionfit.tasks.prior.clustering import ClusterConfig
-from motionfit.tasks.prior.fisher import FisherConfig
-from motionfit.tasks.training.finetune import FinetuneConfig
-from motionfit.tasks.training.pseudo_labels import PseudoLabelConfig
-from motionfit.tasks.training.students.trainer import StudentConfig
-from motionfit.tasks.training.teacher import TeacherConfig
+from motionfit.tasks.data.config import DataConfig, DecodeConfig, SynthConfig
+from motionfit.tasks.evaluation.config import EvaluateConfig
+from motionfit.tasks.idt.config import IdtConfig
+from motionfit.tasks.methods import DEFAULT_METHODS, METHODS
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.prior.config import ClusterConfig, FisherConfig
+from motionfit.tasks.training.config import FinetuneConfig, PseudoLabelConfig, StudentConfig, TeacherConfig
 
-METHODS = ("scratch", "teacher", "motionfit", "idt_la", "supervised")
 STAGES = (
     "ingest",
     "decode",
@@ -46,25 +39,6 @@ STAGES = (
 )
 
 
-class EvaluateConfig(BaseModel):
-    """Evaluation protocol (MotionFit / IDT-prior papers; MSCL for the confusion analysis)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    test_clips: int = Field(5, ge=1, description="Clips per test video, softmax averaged (MotionFit).")
-    retrieval_clips: int = Field(10, ge=1, description="Clips per video averaged into a retrieval feature.")
-    retrieval_ks: tuple[int, ...] = Field((1, 5, 10, 20, 50), description="Recall@k for clip retrieval.")
-    fewshot_shots: tuple[int | Literal["all"], ...] = Field(
-        (1, 5, 10, 20, "all"), description="Labelled videos per class for the linear probe."
-    )
-    fewshot_seeds: tuple[int, ...] = Field((0, 1, 2), description="Seeds of the few-shot samples.")
-    confused_pairs: int = Field(
-        10, ge=1, description="Most-confused class pairs listed (MSCL supp. Table 2)."
-    )
-    gradcam_videos: int = Field(4, ge=0, description="Test videos shown with Grad-CAM heat maps.")
-    retrieval_examples: int = Field(3, ge=0, description="Queries drawn with their top-3 neighbours.")
-
-
 class PipelineConfig(BaseModel):
     """Everything a run needs; ``run_root`` is a local path or an fsspec URL."""
 
@@ -72,7 +46,9 @@ class PipelineConfig(BaseModel):
 
     name: str = Field("run", description="A label for the run, shown in the report.")
     run_root: str = Field("runs/demo", description="Where every intermediate and result is stored.")
-    methods: tuple[str, ...] = Field(METHODS, description=f"Methods trained and compared; from {METHODS}.")
+    methods: tuple[str, ...] = Field(
+        DEFAULT_METHODS, description=f"Methods trained and compared, at least one of {', '.join(METHODS)}."
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     synth: SynthConfig | None = Field(
         None, description="When set, the synthetic data set is generated under synth_root before ingestion."
@@ -86,22 +62,55 @@ class PipelineConfig(BaseModel):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    idt_student: StudentConfig = Field(
+    motionfit: StudentConfig = Field(
+        default_factory=StudentConfig,
+        description="The MotionFit student on the teacher's pseudo-labels; the supervised bound's recipe.",
+    )
+    idt_la: StudentConfig = Field(
         default_factory=lambda: StudentConfig(objective="local_aggregation"),
-        description="The IDT-prior Local Aggregation student (method idt_la).",
+        description="The IDT-prior Local Aggregation student.",
+    )
+    cmpl: StudentConfig = Field(
+        default_factory=lambda: StudentConfig(objective="cmpl"),
+        description="CMPL's primary and auxiliary networks (semi-supervised on the target).",
     )
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
-    def section_hash(self, *sections: str) -> str:
-        """A short stable hash of the named sections (cache keys, metrics' config hash)."""
-        payload = {name: getattr(self, name) for name in sections}
-        blob = json.dumps(
-            {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in payload.items()},
-            sort_keys=True,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives_from_the_methods(cls, values: Any) -> Any:
+        """A student section's ``objective`` is its method's (tasks/methods.py); a section may omit it."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        for name in {m.section for m in METHODS.values() if m.section is not None}:
+            section = values.get(name)
+            if isinstance(section, dict) and "objective" not in section:
+                objective = next(m.objective for m in METHODS.values() if m.section == name)
+                values[name] = {**section, "objective": objective}
+        return values
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in methods if name not in METHODS]
+        if unknown or not methods or len(set(methods)) != len(methods):
+            raise ValueError(
+                f"methods must name distinct methods, at least one, from {', '.join(METHODS)}; got "
+                f"{list(methods)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            )
+        return methods
+
+    @model_validator(mode="after")
+    def _sections_train_their_methods_objective(self) -> PipelineConfig:
+        for method in METHODS.values():
+            if method.section is not None and getattr(self, method.section).objective != method.objective:
+                raise ValueError(
+                    f"{method.section}.objective is {getattr(self, method.section).objective!r}, but the "
+                    f"{method.name} method trains {method.objective!r}"
+                )
+        return self
 
 
 def preset_names() -> list[str]:

@@ -16,15 +16,15 @@ def _text_table(table: pd.DataFrame) -> str:
 def run_outputs(layout: RunLayout) -> pd.DataFrame:
     """One row per whole-run output (model, tables, checkpoints) with whether it exists."""
     outputs = {
-        "fv_fit": fs.join(layout.fv_model, "fisher_model.npz"),
-        "fv_encode": fs.join(layout.fv_vectors, "zarr.json"),
+        "fv_fit": layout.fisher_model,
+        "fv_encode": layout.fv_vectors,
         "cluster": layout.clusters,
         "pseudo_label": layout.pseudo_labels,
         "evaluate": layout.metrics,
         "report": layout.report,
     }
     rows = [(stage, url, "done" if fs.exists(url) else "missing") for stage, url in outputs.items()]
-    checkpoints = fs.list_names(layout.path("checkpoints"))
+    checkpoints = fs.list_names(layout.checkpoint_root)
     rows += [(f"train:{name}", layout.checkpoints(name), "checkpointed") for name in checkpoints]
     return pd.DataFrame(rows, columns=["stage", "output", "state"])
 

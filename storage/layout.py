@@ -22,11 +22,18 @@ compresses 7.8x with zstd at the same clip read time."""
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one run::
+    """Every file and folder name of one run root; no other module spells one::
 
-    manifest.parquet  frames.zarr/<id>  flow.zarr/<id>  idt.zarr/<id>  fv_model/  fv.zarr
-    fv_index.parquet  clusters.parquet  checkpoints/<stage>/  pseudo_labels.parquet
-    metrics.parquet   report.md  plots/  _markers/<stage>/  _prefect/
+    config.yaml            the resolved config of the last run
+    manifest.parquet       one row per video (ingest), with each per-video stage's status
+    frames.zarr/<id>  flow.zarr/<id>  idt.zarr/<id>      per-video arrays (decode, flow, idt)
+    fv_model/fisher_model.npz                           PCA + GMM + count sketch (fv_fit)
+    fv_parts.zarr/<key>  fv.zarr  fv_index.parquet      Fisher vectors per batch, gathered (fv_encode)
+    clusters.parquet                                    k-means runs (cluster)
+    pseudo_labels.parquet  supervised_labels.parquet    student targets (pseudo_label, student_train)
+    checkpoints/<stage>/last.pt  history.parquet  test_predictions.parquet      training stages
+    metrics.parquet  report.md  report_context.json  plots/                      evaluate
+    _markers/<stage>/  _prefect/                        per-video commits, Prefect results
     """
 
     root: str
@@ -40,6 +47,10 @@ class RunLayout:
 
     def path(self, *parts: str) -> str:
         return fs.join(self.root, *parts)
+
+    @property
+    def run_config(self) -> str:
+        return self.path("config.yaml")
 
     @property
     def manifest(self) -> str:
@@ -56,8 +67,12 @@ class RunLayout:
         return VideoArrayStore(self.path(group), self.markers(stage), chunk_frames=chunk_frames, cname=cname)
 
     @property
-    def fv_model(self) -> str:
-        return self.path("fv_model")
+    def fisher_model(self) -> str:
+        return self.path("fv_model", "fisher_model.npz")
+
+    def fv_part(self, key: str) -> str:
+        """One batch's Fisher vectors, named by the batch's inputs key."""
+        return self.path("fv_parts.zarr", key)
 
     @property
     def fv_vectors(self) -> str:
@@ -71,12 +86,33 @@ class RunLayout:
     def clusters(self) -> str:
         return self.path("clusters.parquet")
 
-    def checkpoints(self, stage: str) -> str:
-        return self.path("checkpoints", stage)
-
     @property
     def pseudo_labels(self) -> str:
         return self.path("pseudo_labels.parquet")
+
+    @property
+    def supervised_labels(self) -> str:
+        """The source's held-back labels as student targets (the supervised bound)."""
+        return self.path("supervised_labels.parquet")
+
+    @property
+    def checkpoint_root(self) -> str:
+        return self.path("checkpoints")
+
+    def checkpoints(self, stage: str) -> str:
+        return self.path("checkpoints", stage)
+
+    def checkpoint(self, stage: str) -> str:
+        """The last checkpoint of a training stage (written after every epoch)."""
+        return self.path("checkpoints", stage, "last.pt")
+
+    def history(self, stage: str) -> str:
+        """Per-epoch metrics of a training stage."""
+        return self.path("checkpoints", stage, "history.parquet")
+
+    def test_predictions(self, stage: str) -> str:
+        """Class probabilities of the target test videos by a fine-tuned stage."""
+        return self.path("checkpoints", stage, "test_predictions.parquet")
 
     @property
     def metrics(self) -> str:
@@ -87,8 +123,17 @@ class RunLayout:
         return self.path("report.md")
 
     @property
+    def report_context(self) -> str:
+        """What the report shows beside the metrics (kept so ``motionfit report`` can redraw it)."""
+        return self.path("report_context.json")
+
+    @property
     def plots(self) -> str:
         return self.path("plots")
+
+    def plot(self, name: str) -> str:
+        """A PNG plot of the evaluate stage, ``plots/<name>.png``."""
+        return self.path("plots", f"{name}.png")
 
     @property
     def prefect_results(self) -> str:

@@ -23,7 +23,8 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def micro_synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic data set of 3 motion classes: 2 train, 1 test, 2 source videos each, 10 frames of 32x32."""
-    from motionfit.tasks.data.synth import SynthConfig, generate_dataset
+    from motionfit.tasks.data.config import SynthConfig
+    from motionfit.tasks.data.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("synth")
     config = SynthConfig(

@@ -83,7 +83,7 @@ def write_moving_squares(
                 video_id = f"{dataset}_{split}_{direction}_{i}"
                 frames, flow = moving_square(direction, rng, n_frames, size)
                 layout.store("frames").write(video_id, frames)
-                layout.store("flow").write(video_id, flow)
+                layout.store("flow").write(video_id, flow, attrs={"flow_bound": FLOW_BOUND})
                 rows.append(
                     {
                         "video_id": video_id,

@@ -13,43 +13,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 
 class VideoDecodeError(RuntimeError):
     """Raised when a video file cannot be opened or yields too few frames."""
-
-
-class DecodeConfig(BaseModel):
-    """How videos become stored frames."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    short_side: int = Field(
-        128,
-        gt=0,
-        description="Resize so the short side has this many pixels, keeping the aspect ratio "
-        "(128, i.e. 128x171 for 4:3 video, as in R(2+1)D / MotionFit preprocessing).",
-    )
-    frame_stride: int = Field(1, ge=1, description="Keep every n-th frame (after the frame-rate cap).")
-    max_fps: float | None = Field(
-        None, gt=0, description="Cap the frame rate by dropping frames evenly; None keeps the source rate."
-    )
-    max_frames: int | None = Field(
-        None, ge=1, description="Keep at most this many frames from the start; None keeps them all."
-    )
-    min_frames: int = Field(
-        2, ge=1, description="Fewer decoded frames than this is an error (optical flow needs a pair)."
-    )
-
-    @model_validator(mode="after")
-    def _max_frames_reaches_min_frames(self) -> DecodeConfig:
-        if self.max_frames is not None and self.max_frames < self.min_frames:
-            raise ValueError(f"max_frames={self.max_frames} is below min_frames={self.min_frames}")
-        return self
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,12 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.storage.manifest import BASE_COLUMNS
+from motionfit.tasks.data.config import DataConfig
 from motionfit.tasks.data.synth import SynthLayout
 
 logger = logging.getLogger(__name__)
@@ -51,42 +50,6 @@ _UNSAFE_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]")
 
 class IngestError(ValueError):
     """A data set description (split file, CSV, folder, config) is malformed or inconsistent."""
-
-
-class DataConfig(BaseModel):
-    """Where the target (labelled, small) and source (unlabelled, large) videos are and how to read them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target_format: Literal["ucf101", "hmdb51", "csv"] = Field(
-        "ucf101",
-        description="Target description: UCF101 split files (classInd.txt, trainlistNN.txt, testlistNN.txt), "
-        "HMDB51 split files (<class>_test_splitN.txt) or a CSV path,label,split.",
-    )
-    target_video_root: Path | None = Field(
-        None, description="ucf101/hmdb51: folder holding <Class>/<video> files."
-    )
-    target_splits_dir: Path | None = Field(None, description="ucf101/hmdb51: folder holding the split files.")
-    target_csv: Path | None = Field(None, description="csv: the target CSV (paths relative to its folder).")
-    split: int = Field(1, ge=1, le=3, description="UCF101/HMDB51 split number (both ship splits 1-3).")
-    labelled_fraction: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="Fraction of target train labels kept per class (semi-supervised setting of MotionFit / "
-        "CMPL: 0.2, 0.5; 1.0 keeps all). The other train videos keep their split with label hidden.",
-    )
-    labelled_seed: int = Field(0, description="Seed of the class-stratified choice of labelled train videos.")
-    source_format: Literal["kinetics", "folder", "csv", "none"] = Field(
-        "none",
-        description="Source description: a Kinetics CSV (label,youtube_id,time_start,time_end,split), "
-        "a folder searched recursively, a CSV path[,label,split], or no source.",
-    )
-    source_video_root: Path | None = Field(None, description="kinetics/folder: folder holding the videos.")
-    source_csv: Path | None = Field(None, description="kinetics/csv: the source CSV.")
-    source_heldout_labels: Path | None = Field(
-        None, description="Optional CSV path,label of source videos, used only for diagnostics."
-    )
 
 
 def video_id_for(role: str, relative_path: str) -> str:
@@ -329,7 +292,7 @@ def build_manifest(config: DataConfig) -> pd.DataFrame:
 
 
 def synthetic_data_config(root: Path) -> DataConfig:
-    """DataConfig of the data set that :func:`motionfit.tasks.synth.generate_dataset` wrote at ``root``."""
+    """DataConfig of the data set that :func:`.synth.generate_dataset` wrote at ``root``."""
     layout = SynthLayout(Path(root))
     has_source = layout.source_videos.is_dir()
     return DataConfig(

@@ -40,9 +40,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from motionfit.storage import fs
+from motionfit.tasks.data.config import MOTION_CLASSES, SynthConfig
 from motionfit.tasks.data.synth_render import (
     SHAPES,
     SPRITE_FILL,
@@ -59,18 +60,6 @@ from motionfit.tasks.data.synth_render import (
 
 logger = logging.getLogger(__name__)
 
-MOTION_CLASSES: tuple[str, ...] = (
-    "TranslateLeft",
-    "TranslateRight",
-    "TranslateUp",
-    "TranslateDown",
-    "RotateClockwise",
-    "RotateCounterClockwise",
-    "ZoomIn",
-    "ZoomOut",
-    "CircularPath",
-    "Oscillate",
-)
 ROLES: tuple[str, ...] = ("train", "test", "source")
 _ROLE_CODES = {"train": 0, "test": 1, "source": 2}
 _SOURCE_ORDER_CODE = 3
@@ -79,124 +68,6 @@ _MP4_FOURCC = "mp4v"
 
 class SynthError(RuntimeError):
     """Raised when the synthetic data set cannot be written (encoder failure, conflicting folder)."""
-
-
-class SynthConfig(BaseModel):
-    """Classes, sizes and difficulty of the synthetic motion data set.
-
-    Defaults are the "small" scale of FACTS.md ("The synthetic motion data set"): 10 classes, 12 train + 10
-    test videos per class, 60 unlabelled source videos per class, 16 frames of 64x64 with objects of about
-    1.3 x (6-9) px moving about 1.3 px/frame over a background at 0.6 contrast, small camera pan, noise.
-    Ranges are ``(low, high)`` and sampled uniformly per video. The presets narrow
-    ``background_colour_range``: with fully random background colours, a 3D CNN trained from scratch on
-    RGB fits each video's mean colour and never picks up the motion, even with every source label.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = Field(0, description="Global seed; each video derives its own from (seed, role, index).")
-    classes: list[str] = Field(
-        default_factory=lambda: list(MOTION_CLASSES),
-        description=f"Motion classes to generate, a subset of {', '.join(MOTION_CLASSES)}; order fixes "
-        "the label indices.",
-    )
-    n_train_per_class: int = Field(12, ge=1, description="Labelled target train videos per class (FACTS.md).")
-    n_test_per_class: int = Field(10, ge=1, description="Target test videos per class (FACTS.md).")
-    n_source_per_class: int = Field(
-        60, ge=0, description="Unlabelled source videos per class, labels held back (FACTS.md)."
-    )
-    clips_per_group: int = Field(4, ge=1, description="Videos per UCF101-style group gNN (naming only).")
-    n_frames: int = Field(16, ge=2, description="Frames per video (FACTS.md: 16).")
-    frame_size_px: tuple[int, int] = Field(
-        (64, 64), description="Frame (height, width) in pixels, even (FACTS.md: rendered at 64x64)."
-    )
-    fps: float = Field(25.0, gt=0, description="Frame rate written into the mp4 container (UCF101: 25).")
-    object_size_px: tuple[float, float] = Field(
-        (7.8, 11.7), description="Object diameter at mid-clip (FACTS.md: 1.3 x 6-9 px made motion learnable)."
-    )
-    speed_px_per_frame: tuple[float, float] = Field(
-        (1.1, 1.5),
-        description="Object speed; for rotation the speed of its rim, for oscillation its mean speed "
-        "(FACTS.md: 1.3 x ~1 px/frame).",
-    )
-    zoom_ratio: tuple[float, float] = Field(
-        (1.8, 2.4),
-        description="Zoom classes: ratio of the last to the first frame's object size (or inverse).",
-    )
-    path_radius_px: tuple[float, float] = Field((5.0, 8.0), description="CircularPath: radius of the path.")
-    oscillation_period_frames: tuple[float, float] = Field(
-        (8.0, 12.0), description="Oscillate: period of the back-and-forth motion, in frames."
-    )
-    centre_range_fraction: float = Field(
-        0.4,
-        gt=0,
-        le=1,
-        description="Mid-clip object centres are uniform in this central fraction of the frame.",
-    )
-    background_contrast: float = Field(
-        0.6,
-        ge=0,
-        le=1,
-        description="Scale of the background texture around its mean colour (FACTS.md: x0.6).",
-    )
-    background_colour_range: tuple[float, float] = Field(
-        (0.05, 0.95),
-        description="Range of the background's two colours (per channel, 0-1). Wide ranges make each video's "
-        "mean colour a strong, class-blind signal that RGB networks trained from scratch lock onto before "
-        "motion; a range around mid-grey keeps backgrounds varied but alike in mean.",
-    )
-    camera_pan_px_per_frame: float = Field(
-        0.3, ge=0, description="Largest camera pan speed; direction uniform, speed uniform in [0, this]."
-    )
-    noise_std: float = Field(
-        3.0, ge=0, description="Standard deviation of Gaussian pixel noise, in 0-255 units."
-    )
-
-    @field_validator("classes")
-    @classmethod
-    def _known_unique_classes(cls, classes: list[str]) -> list[str]:
-        unknown = [name for name in classes if name not in MOTION_CLASSES]
-        if unknown or not classes or len(set(classes)) != len(classes):
-            raise ValueError(
-                f"classes must be a non-empty list of distinct names from {MOTION_CLASSES}, got {classes}"
-            )
-        return classes
-
-    @field_validator("frame_size_px")
-    @classmethod
-    def _even_frame_size(cls, size: tuple[int, int]) -> tuple[int, int]:
-        if any(side < 16 or side % 2 for side in size):
-            raise ValueError(
-                f"frame_size_px must be even sides of at least 16 px (mp4v needs even), got {size}"
-            )
-        return size
-
-    @field_validator(
-        "object_size_px",
-        "speed_px_per_frame",
-        "zoom_ratio",
-        "path_radius_px",
-        "oscillation_period_frames",
-        "background_colour_range",
-    )
-    @classmethod
-    def _positive_range(cls, bounds: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < bounds[0] <= bounds[1]:
-            raise ValueError(f"a range must be (low, high) with 0 < low <= high, got {bounds}")
-        return bounds
-
-    @model_validator(mode="after")
-    def _zoom_at_least_one(self) -> SynthConfig:
-        if self.zoom_ratio[0] < 1:
-            raise ValueError(f"zoom_ratio must be >= 1 (zoom out uses its inverse), got {self.zoom_ratio}")
-        return self
-
-    @field_validator("background_colour_range")
-    @classmethod
-    def _colours_at_most_one(cls, bounds: tuple[float, float]) -> tuple[float, float]:
-        if bounds[1] > 1:
-            raise ValueError(f"background_colour_range must lie in (0, 1], got {bounds}")
-        return bounds
 
 
 def tiny_config(seed: int = 0) -> SynthConfig:

@@ -18,13 +18,13 @@ from torch import Tensor, nn
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import (
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
     frame_counts,
     make_loader,
 )
+from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.evaluation.metrics import mean_per_video
 from motionfit.tasks.training.loop import predict_clips, resolve_device
 

@@ -6,7 +6,7 @@ clip (ptflops), ``params_m`` millions of parameters; seconds are wall-clock seco
 that ran the stage.
 
 The metrics table (``metrics.parquet``) is long: one row per ``method, metric, value, split, seed``. Methods
-are ``scratch``, ``teacher``, ``idt_la``, ``cmpl``, ``motionfit`` and ``supervised``; metric names are
+are those of :mod:`motionfit.tasks.methods` (plus ``idt_clusters`` for the cluster quality); metric names are
 ``top1``, ``r@1`` ... ``r@50``, ``fewshot_1`` ... ``fewshot_all`` (and ``fewshot_<n>_std`` across probe
 seeds), ``pct_sup_top1``, ``pseudo_label_acc``, ``cluster_nmi``, ``cluster_ami``, ``cluster_purity``,
 ``gmacs``, ``params_m``, ``flow_seconds_per_clip``, ``network_seconds_per_clip``.
@@ -28,7 +28,6 @@ from motionfit.storage.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("scratch", "teacher", "idt_la", "cmpl", "motionfit", "supervised")
 METRIC_COLUMNS = ("method", "metric", "value", "split", "seed")
 METRIC_KEY = ("method", "metric", "split", "seed")
 RETRIEVAL_KS = (1, 5, 10, 20, 50)

@@ -17,19 +17,11 @@ import pandas as pd
 
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.evaluation.metrics import FEWSHOT_SHOTS, METHODS, RETRIEVAL_KS, read_metrics
+from motionfit.tasks.evaluation.metrics import FEWSHOT_SHOTS, RETRIEVAL_KS, read_metrics
+from motionfit.tasks.methods import METHODS, label, ordered
 
 logger = logging.getLogger(__name__)
 
-METHOD_NAMES = {
-    "scratch": "RGB from scratch",
-    "teacher": "Flow teacher (TV-L1)",
-    "idt_la": "IDT-prior Local Aggregation",
-    "cmpl": "CMPL",
-    "motionfit": "MotionFit student",
-    "supervised": "Supervised pre-training (source labels)",
-}
-METHOD_INPUTS = {"teacher": "flow"}
 MISSING = "–"
 
 
@@ -64,11 +56,6 @@ class ReportContext:
     confused_pairs: pd.DataFrame | None = None
     confused_method: str = "motionfit"
     plots: Mapping[str, str] = field(default_factory=dict)
-
-
-def _method_order(methods: Sequence[str]) -> list[str]:
-    known = [m for m in METHODS if m in set(methods)]
-    return known + sorted(set(methods) - set(METHODS))
 
 
 def summarise_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -115,9 +102,9 @@ def _metric_table(
     if split is not None:
         present = present[present["split"] == split]
     rows = []
-    for method in _method_order(present["method"].unique().tolist()):
+    for method in ordered(present["method"].unique().tolist()):
         for row_split in sorted(present.loc[present["method"] == method, "split"].unique()):
-            row = {"Method": METHOD_NAMES.get(method, method)}
+            row = {"Method": label(method)}
             row.update({header: values.get(method, "") for header, values in leading.items()})
             if split_column:
                 row["Split"] = row_split
@@ -147,9 +134,9 @@ def report_tables(
     """The report's tables as ``(title, table of formatted strings)``; tables without metrics are left out."""
     context = context or ReportContext()
     summary = summarise_seeds(metrics)
-    methods = _method_order(summary["method"].unique().tolist())
+    methods = ordered(summary["method"].unique().tolist())
     setup = {
-        "Input": {m: METHOD_INPUTS.get(m, "RGB") for m in methods},
+        "Input": {m: "flow" if m in METHODS and METHODS[m].modality == "flow" else "RGB" for m in methods},
         "Backbone": {m: context.backbones.get(m, context.backbone) for m in methods},
         "Frames": {m: str(context.frames) for m in methods},
         "Res.": {m: str(context.resolution) for m in methods},
@@ -255,7 +242,7 @@ def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "")
     for title, table in tables:
         lines += [f"## {title}", "", markdown_table(table), ""]
     if context.confused_pairs is not None and not context.confused_pairs.empty:
-        name = METHOD_NAMES.get(context.confused_method, context.confused_method)
+        name = label(context.confused_method)
         lines += [
             f"## Most confused class pairs ({name})",
             "",
@@ -269,7 +256,6 @@ def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "")
     return "\n".join(lines)
 
 
-CONTEXT_FILE = "report_context.json"
 """The report's network description, kept beside report.md so ``motionfit report`` shows the same tables."""
 CONTEXT_FIELDS = (
     "title",
@@ -288,7 +274,7 @@ def write_report(layout: RunLayout, context: ReportContext) -> str:
     markdown = render_report(read_metrics(layout), context, layout.root)
     fs.write_bytes_atomic(layout.report, markdown.encode("utf-8"))
     description = {name: getattr(context, name) for name in CONTEXT_FIELDS}
-    fs.write_json_atomic(layout.path(CONTEXT_FILE), description)
+    fs.write_json_atomic(layout.report_context, description)
     logger.info("wrote report %s", layout.report)
     return markdown
 
@@ -309,6 +295,6 @@ def render_report_for_terminal(run_root: str) -> str:
         raise FileNotFoundError(
             f"run {layout.root} has no metrics table ({layout.metrics}); run the evaluate stage"
         )
-    context_url = layout.path(CONTEXT_FILE)
+    context_url = layout.report_context
     context = ReportContext(**fs.read_json(context_url)) if fs.exists(context_url) else None
     return format_terminal_tables(read_metrics(layout), context)

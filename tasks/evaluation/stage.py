@@ -17,7 +17,8 @@ from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists
-from motionfit.tasks.data.clips import centre_box, crop_resize, labelled_videos, normalise
+from motionfit.tasks.data.clips import labelled_videos
+from motionfit.tasks.data.transforms import centre_box, crop_resize, normalise
 from motionfit.tasks.evaluation.features import video_features
 from motionfit.tasks.evaluation.gradcam import grad_cam
 from motionfit.tasks.evaluation.metrics import (
@@ -39,7 +40,9 @@ from motionfit.tasks.evaluation.plots import (
     plot_retrieval_examples,
     plot_training_curves,
 )
-from motionfit.tasks.motion.tvl1 import FlowConfig, compute_tvl1_flow
+from motionfit.tasks.methods import METHODS, training_stages
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_tvl1_flow
 from motionfit.tasks.prior.clustering import cluster_quality
 from motionfit.tasks.training.finetune import predict_videos
 from motionfit.tasks.training.loop import (
@@ -50,17 +53,8 @@ from motionfit.tasks.training.loop import (
     seed_everything,
 )
 from motionfit.tasks.training.pseudo_labels import pseudo_label_accuracy
-from motionfit.tasks.training.teacher import TEACHER_STAGE
 
 logger = logging.getLogger(__name__)
-
-TEST_PREDICTIONS = "test_predictions.parquet"
-REPRESENTATION_STAGES = {
-    "motionfit": "student_motionfit",
-    "idt_la": "student_idt_la",
-    "supervised": "student_supervised",
-}
-FINETUNE_STAGES = {m: f"finetune_{m}" for m in ("scratch", "motionfit", "idt_la", "supervised")}
 
 
 @dataclass
@@ -97,10 +91,9 @@ def _network_from_checkpoint(url: str, device: str) -> _Network:
 def representation(method: str, layout: RunLayout, finetune_config: Any, device: str, seed: int) -> _Network:
     """The network whose frozen features represent ``method`` before target fine-tuning: the teacher (flow),
     a student, or for ``scratch`` a randomly initialised network (seeded) of the fine-tuning architecture."""
-    if method == "teacher":
-        return _network_from_checkpoint(checkpoint_url(layout, TEACHER_STAGE), device)
-    if method in REPRESENTATION_STAGES:
-        return _network_from_checkpoint(checkpoint_url(layout, REPRESENTATION_STAGES[method]), device)
+    stage = METHODS[method].representation_stage
+    if stage is not None:
+        return _network_from_checkpoint(checkpoint_url(layout, stage), device)
     seed_everything(seed)
     model = build_model(**model_args(finetune_config, 3, None)).to(device).eval()
     return _Network(
@@ -124,24 +117,26 @@ def _features(
     )
 
 
-def test_probabilities(
+def method_test_probabilities(
     method: str, layout: RunLayout, test_ids: list[str], n_clips: int, device: str
 ) -> tuple[list[str], np.ndarray]:
-    """``(video_ids, probabilities [V, K])`` of ``method`` on the target test videos."""
-    if method == "teacher":
-        network = _network_from_checkpoint(checkpoint_url(layout, TEACHER_STAGE), device)
+    """``(video_ids, probabilities [V, K])`` of ``method`` on the target test videos: the fine-tuning stage's
+    stored predictions, or those of the evaluated network (the flow teacher, CMPL's primary network)."""
+    entry = METHODS[method]
+    if not entry.finetuned:
+        network = _network_from_checkpoint(checkpoint_url(layout, entry.evaluated_stage), device)
         return predict_videos(
             network.model,
             layout,
             test_ids,
-            "flow",
+            network.modality,
             n_clips,
             network.clip_length,
             network.crop_size,
             network.frame_stride,
             device=device,
         )
-    table = read_table(fs.join(layout.checkpoints(FINETUNE_STAGES[method]), TEST_PREDICTIONS))
+    table = read_table(layout.test_predictions(entry.evaluated_stage))
     return list(table["video_id"]), np.stack(table["probabilities"].to_numpy()).astype(np.float32)
 
 
@@ -175,7 +170,7 @@ def _retrieval_plot(
         layout.store("frames"),
         test_ids[:count],
         [[train_ids[j] for j in row] for row in neighbours],
-        fs.join(layout.plots, "retrieval_examples.png"),
+        layout.plot("retrieval_examples"),
         labels=labels,
     )
 
@@ -184,14 +179,12 @@ def _gradcam_plot(
     layout: RunLayout, method: str, test_ids: list[str], class_names: list[str], count: int, device: str
 ) -> str:
     """Grad-CAM heat maps of the fine-tuned ``method`` network on the first ``count`` test videos."""
-    network = _network_from_checkpoint(checkpoint_url(layout, FINETUNE_STAGES[method]), device)
+    network = _network_from_checkpoint(checkpoint_url(layout, METHODS[method].evaluated_stage), device)
     store = layout.store("frames")
     frames = [store.read(video_id)[: network.clip_length] for video_id in test_ids[:count]]
     clips = torch.stack([_centre_clip(f, network.crop_size) for f in frames]).to(device)
     cams = grad_cam(network.model, clips)
-    return plot_gradcam(
-        frames, cams, class_names, fs.join(layout.plots, f"gradcam_{method}.png"), titles=test_ids[:count]
-    )
+    return plot_gradcam(frames, cams, class_names, layout.plot(f"gradcam_{method}"), titles=test_ids[:count])
 
 
 def _centre_clip(frames: np.ndarray, crop_size: int) -> torch.Tensor:
@@ -222,7 +215,7 @@ def evaluate_run(
     result = EvaluationResult(metrics=pd.DataFrame())
     main_method = "motionfit" if "motionfit" in methods else methods[0]
     for method in methods:
-        ids, probabilities = test_probabilities(
+        ids, probabilities = method_test_probabilities(
             method, layout, list(test["video_id"]), evaluation.test_clips, device
         )
         truth = np.array([label_index[v] for v in ids])
@@ -232,7 +225,7 @@ def evaluate_run(
             result.confused_pairs = most_confused_pairs(confusion, class_names, evaluation.confused_pairs)
             result.confused_method = method
             result.plots[f"Confusion matrix ({method})"] = plot_confusion_matrix(
-                confusion, class_names, fs.join(layout.plots, f"confusion_{method}.png")
+                confusion, class_names, layout.plot(f"confusion_{method}")
             )
         network = representation(method, layout, config.finetune, device, seed)
         train_ids, train_feats = _features(
@@ -279,20 +272,18 @@ def evaluate_run(
             records += cost.records("test", seed)
         if method == main_method:
             result.frames, result.resolution = network.clip_length, network.crop_size
-    if evaluation.gradcam_videos and main_method in FINETUNE_STAGES:
+    if evaluation.gradcam_videos and METHODS[main_method].finetuned:
         result.plots[f"Grad-CAM of the fine-tuned {main_method} student"] = _gradcam_plot(
             layout, main_method, list(test["video_id"]), class_names, evaluation.gradcam_videos, device
         )
     records += _diagnostics(layout, manifest, labels, result)
     histories = {
         stage: read_table(history_url(layout, stage))
-        for stage in [TEACHER_STAGE, *REPRESENTATION_STAGES.values(), *FINETUNE_STAGES.values()]
+        for stage in training_stages()
         if table_exists(history_url(layout, stage))
     }
     if histories:
-        result.plots["Training curves"] = plot_training_curves(
-            histories, fs.join(layout.plots, "training_curves.png")
-        )
+        result.plots["Training curves"] = plot_training_curves(histories, layout.plot("training_curves"))
     metrics = metrics_frame([{"split": "test", "seed": seed, **record} for record in records])
     pct = percent_of_supervised_frame(metrics)
     result.metrics = pd.concat([metrics, pct], ignore_index=True) if len(pct) else metrics
@@ -331,7 +322,7 @@ def _diagnostics(
                     "seed": row.run,
                 },
             ]
-        picture = fs.join(layout.plots, "cluster_examples.png")  # drawn by the cluster stage
+        picture = layout.plot("cluster_examples")  # drawn by the cluster stage
         if fs.exists(picture):
             result.plots["IDT clusters: member videos of the largest clusters"] = picture
     if table_exists(layout.pseudo_labels):

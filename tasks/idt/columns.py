@@ -1,4 +1,5 @@
-"""Column layout of one IDT row: trajectory fields, trajectory shape, then HOG, HOF, MBHx and MBHy."""
+"""Layout of IDT descriptors and rows: the cells and bins of each descriptor type, and the columns of one row
+(trajectory fields, trajectory shape, then HOG, HOF, MBHx and MBHy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,45 @@ from dataclasses import dataclass
 N_TRAJECTORY_FIELDS = 10
 """Leading columns of a row: frame, mean x, mean y, std x, std y, length, scale, x_pos, y_pos, t_pos."""
 DESCRIPTOR_TYPES = ("hog", "hof", "mbhx", "mbhy")
+
+
+@dataclass(frozen=True)
+class DescriptorLayout:
+    """Geometry of the descriptors: ``bins`` per type (HOG, HOF, MBHx, MBHy), the patch and its cells."""
+
+    orientation_bins: int
+    patch_size: int
+    nxy_cell: int
+    nt_cell: int
+    track_length: int
+
+    @property
+    def bins(self) -> tuple[int, int, int, int]:
+        return (
+            self.orientation_bins,
+            self.orientation_bins + 1,
+            self.orientation_bins,
+            self.orientation_bins,
+        )
+
+    @property
+    def n_planes(self) -> int:
+        return sum(self.bins)
+
+    @property
+    def frame_dim(self) -> int:
+        """Length of one frame's descriptor vector (all types, all spatial cells)."""
+        return self.n_planes * self.nxy_cell**2
+
+    @property
+    def frames_per_cell(self) -> int:
+        """Frames averaged per temporal cell (the reference's floor(track_length / nt_cell))."""
+        return self.track_length // self.nt_cell
+
+    @property
+    def type_dims(self) -> tuple[int, ...]:
+        """Output columns per descriptor type (e.g. 96, 108, 96, 96)."""
+        return tuple(b * self.nxy_cell**2 * self.nt_cell for b in self.bins)
 
 
 @dataclass(frozen=True)

@@ -21,44 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class DescriptorLayout:
-    """Geometry of the descriptors: ``bins`` per type (HOG, HOF, MBHx, MBHy), the patch and its cells."""
-
-    orientation_bins: int
-    patch_size: int
-    nxy_cell: int
-    nt_cell: int
-    track_length: int
-
-    @property
-    def bins(self) -> tuple[int, int, int, int]:
-        return (
-            self.orientation_bins,
-            self.orientation_bins + 1,
-            self.orientation_bins,
-            self.orientation_bins,
-        )
-
-    @property
-    def n_planes(self) -> int:
-        return sum(self.bins)
-
-    @property
-    def frame_dim(self) -> int:
-        """Length of one frame's descriptor vector (all types, all spatial cells)."""
-        return self.n_planes * self.nxy_cell**2
-
-    @property
-    def frames_per_cell(self) -> int:
-        """Frames averaged per temporal cell (the reference's floor(track_length / nt_cell))."""
-        return self.track_length // self.nt_cell
-
-    @property
-    def type_dims(self) -> tuple[int, ...]:
-        """Output columns per descriptor type (e.g. 96, 108, 96, 96)."""
-        return tuple(b * self.nxy_cell**2 * self.nt_cell for b in self.bins)
+from motionfit.tasks.idt.columns import DescriptorLayout
 
 
 class FrameDescriber:

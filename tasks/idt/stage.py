@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.idt.extractor import IdtConfig, extract_trajectories
-from motionfit.tasks.motion.tvl1 import dequantize_flow
+from motionfit.tasks.idt.config import IdtConfig
+from motionfit.tasks.idt.extractor import extract_trajectories
+from motionfit.tasks.motion.codec import dequantize_flow, stored_flow_bound
 from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 
@@ -23,7 +24,7 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
         frames = frames_store.read(video_id)
         flows = None
         if config.mode == "pipeline":
-            bound = float(flow_store.attrs(video_id)["flow_bound"])
+            bound = stored_flow_bound(flow_store.attrs(video_id), video_id)
             flows = dequantize_flow(flow_store.read(video_id), bound)
         result = extract_trajectories(frames, config, flows=flows)
         output.write(

@@ -1,7 +1,7 @@
 """Motion differential sampling (MSCL, Ni et al. 2022): train on the clips of a video that move the most.
 
 Each clip key of a video is scored by the mean optical-flow magnitude over its frames, measured on the stored
-TV-L1 flow (de-quantised: ``q / 255 * 2 * bound - bound`` pixels per frame); training then draws its clips
+TV-L1 flow (de-quantised with the bound each array was stored with); training then draws its clips
 from the more dynamic half of each video's keys, where motion-sensitive learning has something to learn.
 """
 
@@ -13,18 +13,17 @@ import numpy as np
 import pandas as pd
 
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.motion.codec import dequantize_flow, stored_flow_bound
 
 logger = logging.getLogger(__name__)
 
-FLOW_BOUND = 20.0
-"""Flow clipping bound used when the flow was quantised (mmaction2 / the flow stage)."""
 
-
-def frame_motion(flow: np.ndarray, flow_bound: float = FLOW_BOUND) -> np.ndarray:
-    """Mean flow magnitude (pixels) per frame: ``[T, H, W, 2] uint8`` quantised flow -> ``[T] float32``."""
+def frame_motion(flow: np.ndarray, flow_bound: float) -> np.ndarray:
+    """Mean flow magnitude (pixels) per frame: ``[T, H, W, 2] uint8`` flow stored with ``flow_bound`` ->
+    ``[T] float32``."""
     if flow.ndim != 4 or flow.shape[-1] != 2:
         raise ValueError(f"flow must be [T, H, W, 2] quantised flow, got shape {flow.shape}")
-    vectors = flow.astype(np.float32) * np.float32(2.0 * flow_bound / 255.0) - np.float32(flow_bound)
+    vectors = dequantize_flow(flow, flow_bound)
     return np.sqrt((vectors**2).sum(axis=-1)).mean(axis=(1, 2))
 
 
@@ -33,7 +32,6 @@ def clip_motion_scores(
     keys: pd.DataFrame,
     clip_length: int,
     frame_stride: int = 1,
-    flow_bound: float = FLOW_BOUND,
 ) -> np.ndarray:
     """Motion score ``[N] float32`` of every key (``video_id, start_frame``): the mean flow magnitude over
     the clip's flow frames (frames loop in videos shorter than a clip, as in :class:`ClipDataset`)."""
@@ -41,7 +39,7 @@ def clip_motion_scores(
     scores = np.zeros(len(keys), dtype=np.float32)
     offsets = np.arange(clip_length) * frame_stride
     for video_id, rows in keys.groupby("video_id", sort=False).indices.items():
-        motion = frame_motion(store.read(video_id), flow_bound)
+        motion = frame_motion(store.read(video_id), stored_flow_bound(store.attrs(video_id), video_id))
         frames = (keys["start_frame"].to_numpy()[rows, None] + offsets[None, :]) % len(motion)
         scores[rows] = motion[frames].mean(axis=1)
     return scores
@@ -66,11 +64,10 @@ def motion_differential_keys(
     keys: pd.DataFrame,
     clip_length: int,
     frame_stride: int = 1,
-    flow_bound: float = FLOW_BOUND,
 ) -> pd.DataFrame:
     """MSCL's motion differential sampling on ``keys``: the more dynamic half of every video's clips, with a
     ``motion`` column (mean flow magnitude of the clip)."""
-    scores = clip_motion_scores(layout, keys, clip_length, frame_stride, flow_bound)
+    scores = clip_motion_scores(layout, keys, clip_length, frame_stride)
     kept = dynamic_half(keys.assign(motion=scores), scores)
     logger.info(
         "motion differential sampling keeps %d of %d clips (mean motion %.2f px vs %.2f px overall)",

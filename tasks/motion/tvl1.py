@@ -1,8 +1,7 @@
 """TV-L1 optical flow (Zach, Pock & Bischof 2007; OpenCV's DualTVL1) between consecutive stored frames.
 
-Flow is clipped to ``+-flow_bound`` (20 px, mmaction2/denseflow) and quantised to uint8 by rounding
-``(flow + bound) * 255 / (2 * bound)``; rounding, not truncation, because truncation biases the flow by about
--0.08 px (FACTS.md). Readers normalise the stored bytes with mean = std = 128 or call :func:`dequantize_flow`.
+The stage stores the flow as uint8 through :mod:`motionfit.tasks.motion.codec` (clipped to ``flow_bound``,
+rounded), with the bound in each array's attributes.
 
 Threads: OpenCV's thread count (``cv2.setNumThreads``) is one process-wide setting, not a per-thread one.
 Two OpenCV threads speed TV-L1 up by at most 1.8x, while separate workers scale linearly, so the stage runs
@@ -19,58 +18,13 @@ import threading
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.motion.codec import FLOW_BOUND_ATTR, quantize_flow
+from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 _opencv_threads_lock = threading.Lock()
-
-
-class FlowConfig(BaseModel):
-    """TV-L1 parameters (OpenCV DualTVL1 defaults, as in MotionFit's and mmaction2's flow) and storage."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    tau: float = Field(0.25, gt=0, description="Time step of the numerical scheme (OpenCV DualTVL1 default).")
-    lambda_: float = Field(
-        0.15,
-        gt=0,
-        alias="lambda",
-        description="Weight of the data term; smaller gives smoother flow (OpenCV DualTVL1 default).",
-    )
-    theta: float = Field(
-        0.3, gt=0, description="Tightness of the coupling variable (OpenCV DualTVL1 default)."
-    )
-    gamma: float = Field(0.0, ge=0, description="Weight of the illumination term (OpenCV DualTVL1 default).")
-    n_scales: int = Field(5, ge=1, description="Pyramid levels (OpenCV DualTVL1 default).")
-    warps: int = Field(5, ge=1, description="Warpings per pyramid level (OpenCV DualTVL1 default).")
-    epsilon: float = Field(0.01, gt=0, description="Stopping threshold per warp (OpenCV DualTVL1 default).")
-    inner_iterations: int = Field(
-        30, ge=1, description="Inner iterations per warp (OpenCV DualTVL1 default)."
-    )
-    outer_iterations: int = Field(
-        10, ge=1, description="Outer iterations per warp (OpenCV DualTVL1 default)."
-    )
-    scale_step: float = Field(
-        0.8, gt=0, lt=1, description="Downscaling factor between pyramid levels (OpenCV DualTVL1 default)."
-    )
-    median_filtering: int = Field(
-        5, ge=1, description="Median filter size applied to the flow between warps (OpenCV DualTVL1 default)."
-    )
-    use_initial_flow: bool = Field(
-        False, description="Start from the flow passed in rather than zero (OpenCV DualTVL1 default)."
-    )
-    flow_bound: float = Field(
-        20.0,
-        gt=0,
-        description="Clip flow to +-flow_bound px before uint8 quantisation (mmaction2/denseflow).",
-    )
-    threads_per_worker: int = Field(
-        1,
-        ge=1,
-        description="OpenCV threads (process-wide) while computing; run N workers x 1 thread (FACTS.md).",
-    )
 
 
 def create_tvl1(config: FlowConfig) -> cv2.optflow.DualTVL1OpticalFlow:
@@ -122,21 +76,6 @@ def compute_tvl1_flow(frames: np.ndarray, config: FlowConfig) -> np.ndarray:
     return flow
 
 
-def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
-    """Clip float flow to ``+-bound`` and map it linearly to ``0..255`` with rounding -> uint8, same shape.
-
-    ``-bound`` -> 0, ``+bound`` -> 255; inside the bound the error after :func:`dequantize_flow` is at most
-    half a step, ``bound / 255``.
-    """
-    scaled = (np.clip(flow, -bound, bound, dtype=np.float32) + bound) * np.float32(255.0 / (2.0 * bound))
-    return np.rint(scaled).astype(np.uint8)
-
-
-def dequantize_flow(quantized: np.ndarray, bound: float) -> np.ndarray:
-    """Inverse of :func:`quantize_flow`: uint8 -> float32 flow in ``[-bound, bound]`` px, same shape."""
-    return quantized.astype(np.float32) * np.float32(2.0 * bound / 255.0) - np.float32(bound)
-
-
 def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -> list[VideoOutcome]:
     """Quantised TV-L1 flow for a batch of videos, from ``frames.zarr`` into ``flow.zarr`` of ``layout``.
 
@@ -152,7 +91,7 @@ def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -
     def process(video_id: str) -> None:
         flow = compute_tvl1_flow(frames_store.read(video_id), config)
         flow_store.write(
-            video_id, quantize_flow(flow, config.flow_bound), attrs={"flow_bound": config.flow_bound}
+            video_id, quantize_flow(flow, config.flow_bound), attrs={FLOW_BOUND_ATTR: config.flow_bound}
         )
 
     settings = config.model_dump(mode="json", by_alias=True, exclude={"threads_per_worker"})

@@ -27,81 +27,21 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import fsspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.tasks.idt.columns import REFERENCE_COLUMNS, IdtColumns
-from motionfit.tasks.prior.gmm import ComputeDtype, DiagonalGmm, GmmConfig, fit_gmm, gmm_statistics
+from motionfit.tasks.prior.config import ComputeDtype, Encoding, FisherConfig
+from motionfit.tasks.prior.gmm import DiagonalGmm, fit_gmm, gmm_statistics
+from motionfit.tasks.prior.pca import PcaProjection, fit_pca
 from motionfit.tasks.prior.sketch import CountSketch, count_sketch, make_count_sketch
 
 logger = logging.getLogger(__name__)
 
 MODEL_FORMAT_VERSION = 2
 """Version 2 stores the IDT row layout; version 1 files hold models of the reference's 436 columns."""
-
-DescriptorType = Literal["trajectory", "hog", "hof", "mbh", "mbhx", "mbhy"]
-Encoding = Literal["paper_eq5_6", "authors_code_unnormalised"]
-
-
-class FisherConfig(BaseModel):
-    """Fisher-vector parameters (IDT-prior paper Sec. 3.3; Wang & Schmid 2013; Perronnin et al. 2010)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    descriptor_types: tuple[DescriptorType, ...] = Field(
-        ("trajectory", "hog", "hof", "mbh"),
-        min_length=1,
-        description="IDT descriptor types encoded (Wang & Schmid 2013: trajectory, HOG, HOF, MBH).",
-    )
-    pca_scope: Literal["per_type", "joint"] = Field(
-        "per_type",
-        description="PCA and GMM per descriptor type (Wang & Schmid), or one over all types (authors' code).",
-    )
-    pca_reduction: Literal["variance", "dim_fraction"] = Field(
-        "variance", description="Keep components up to pca_variance_kept, or a fixed fraction of the dims."
-    )
-    pca_variance_kept: float = Field(
-        0.9, gt=0, le=1, description="Variance kept by PCA (90 %, authors' code)."
-    )
-    pca_dim_fraction: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="Fraction of dims kept with pca_reduction='dim_fraction' (half: W&S 2013).",
-    )
-    gmm: GmmConfig = Field(default_factory=GmmConfig, description="Diagonal GMM vocabulary (256 components).")
-    encoding: Encoding = Field(
-        "paper_eq5_6",
-        description="Eq. 5-6 of the IDT-prior paper, or the unnormalised variant in the authors' code.",
-    )
-    power_alpha: float = Field(
-        0.5, ge=0, le=1, description="Power normalisation sign(z)|z|^alpha (Perronnin)."
-    )
-    sketch_dim: int = Field(2000, ge=1, description="Count-sketch dimensions (2000 in the IDT-prior paper).")
-    sketch_seed: int = Field(0, description="Seed of the count sketch's buckets and signs.")
-    n_sample_videos: int = Field(
-        3500, ge=1, description="Videos sampled to fit PCA and GMM (3500 in the paper)."
-    )
-    descriptors_per_video: int = Field(
-        500, ge=1, description="Descriptors sampled per video (500 in the paper)."
-    )
-    sample_seed: int = Field(0, description="Seed of the video and descriptor sample.")
-
-
-@dataclass(frozen=True)
-class PcaProjection:
-    """PCA: ``mean`` ``[D]``, ``components`` ``[d, D]`` by decreasing ``explained_variance`` ``[d]``."""
-
-    mean: np.ndarray
-    components: np.ndarray
-    explained_variance: np.ndarray
-
-    def transform(self, x: np.ndarray, dtype: ComputeDtype = "float32") -> np.ndarray:
-        """Project ``x`` ``[N, D]`` to ``[N, d]`` in ``dtype``."""
-        return (np.asarray(x, dtype=dtype) - self.mean.astype(dtype)) @ self.components.T.astype(dtype)
 
 
 @dataclass(frozen=True)
@@ -180,42 +120,6 @@ def sample_descriptors(
             rows = np.asarray(array[picked], dtype=np.float32)
         sampled[key] = rows
     return sampled if isinstance(arrays, Mapping) else list(sampled.values())
-
-
-def fit_pca(
-    x: np.ndarray,
-    *,
-    reduction: Literal["variance", "dim_fraction"] = "variance",
-    variance_kept: float = 0.9,
-    dim_fraction: float = 0.5,
-    batch_size: int = 65536,
-) -> PcaProjection:
-    """PCA of ``x`` ``[M, D]`` from its float64 covariance (accumulated batch by batch).
-
-    Keeps the fewest leading components explaining ``variance_kept`` of the variance, or
-    ``round(dim_fraction * D)`` of them; each component's sign makes its largest entry positive.
-    """
-    if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"PCA input has shape {x.shape}; expected [M, D] with M >= 2")
-    mean = x.mean(axis=0, dtype=np.float64)
-    scatter = np.zeros((x.shape[1], x.shape[1]))
-    for start in range(0, len(x), batch_size):
-        centred = np.asarray(x[start : start + batch_size], dtype=np.float64) - mean
-        scatter += centred.T @ centred
-    eigenvalues, eigenvectors = np.linalg.eigh(scatter / (len(x) - 1))
-    order = np.argsort(eigenvalues)[::-1]
-    eigenvalues = np.maximum(eigenvalues[order], 0.0)
-    components = eigenvectors[:, order].T
-    if reduction == "variance":
-        total = eigenvalues.sum()
-        ratio = np.cumsum(eigenvalues) / total if total > 0 else np.ones_like(eigenvalues)
-        n_kept = int(np.searchsorted(ratio, variance_kept - 1e-12) + 1)
-    else:
-        n_kept = max(1, round(dim_fraction * x.shape[1]))
-    n_kept = min(n_kept, x.shape[1])
-    components = components[:n_kept]
-    signs = np.sign(components[np.arange(n_kept), np.abs(components).argmax(axis=1)])
-    return PcaProjection(mean, components * signs[:, None], eigenvalues[:n_kept])
 
 
 def fit_fisher_model(

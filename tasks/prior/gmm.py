@@ -12,58 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
-from motionfit.tasks.prior.clustering import kmeans
+from motionfit.tasks.prior.config import ComputeDtype, GmmConfig
+from motionfit.tasks.prior.kmeans import kmeans
 
 logger = logging.getLogger(__name__)
-
-ComputeDtype = Literal["float32", "float64"]
-
-
-class GmmConfig(BaseModel):
-    """EM parameters of the diagonal GMM (256 components as in the IDT-prior paper, else scikit-learn's)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    n_components: int = Field(
-        256, ge=1, description="Gaussians (256 in the IDT-prior paper and Wang & Schmid 2013)."
-    )
-    max_iter: int = Field(
-        100, ge=1, description="EM iterations at most (scikit-learn's default; the authors' code uses 200)."
-    )
-    tol: float = Field(
-        1e-3,
-        ge=0,
-        description="Stop when the mean log-likelihood per descriptor changes by less (scikit-learn).",
-    )
-    n_init: int = Field(
-        1, ge=1, description="Initialisations, the most likely fit is kept (the authors' code uses 2)."
-    )
-    init_kmeans_iter: int = Field(
-        20,
-        ge=0,
-        description="Lloyd iterations of the k-means++-seeded k-means giving the initial means (0: seeds).",
-    )
-    reg_covar: float = Field(1e-6, ge=0, description="Added to every variance (scikit-learn's reg_covar).")
-    variance_floor: float = Field(
-        1e-4,
-        ge=0,
-        description="Lower bound of each variance as a fraction of that dimension's data variance.",
-    )
-    seed: int = Field(0, description="Seed of the initialisation; init i uses seed + i.")
-    compute_dtype: ComputeDtype = Field(
-        "float32", description="Precision of the posterior and statistics products (fit and encoding)."
-    )
-    batch_size: int = Field(
-        32768,
-        ge=1,
-        description="Descriptors per batch: bounds the [batch_size, n_components] posterior array.",
-    )
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 from torch import nn
 
 from motionfit.models.video_net import VideoNet, build_model, freeze_blocks
-from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import write_table
 from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
@@ -35,12 +32,14 @@ from motionfit.tasks.data.clips import (
     make_loader,
     num_classes,
 )
+from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training.config import FinetuneConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
-    TrainingConfig,
     TrainingState,
     checkpoint_url,
+    clip_transform,
     clips_as_batch,
     fit,
     last_metrics,
@@ -59,41 +58,6 @@ from motionfit.tasks.training.loop import (
 )
 
 logger = logging.getLogger(__name__)
-
-PREDICTIONS_NAME = "test_predictions.parquet"
-
-
-class FinetuneConfig(TrainingConfig):
-    """Fine-tuning on the target (MotionFit: lr 0.1, momentum 0.9, frozen early blocks, 5 test clips)."""
-
-    freeze_blocks: int = Field(
-        1,
-        ge=0,
-        le=4,
-        description="blocks frozen when starting from a checkpoint (MotionFit: 1 UCF101, 2 HMDB51)",
-    )
-    lr: float = Field(0.1, gt=0, description="SGD learning rate (MotionFit)")
-    momentum: float = Field(0.9, ge=0, description="SGD momentum (MotionFit)")
-    schedule: Literal["plateau", "step"] = Field(
-        "plateau", description="plateau: x0.1 when the epoch loss stops improving; step: multistep milestones"
-    )
-    plateau_patience: int = Field(5, ge=0, description="epochs without improvement before the LR drops")
-    lr_schedule: Literal["cosine", "multistep", "constant"] = Field(
-        "multistep", description="per-iteration schedule of the step mode (milestones in lr_milestones)"
-    )
-    lr_milestones: tuple[int, ...] = Field(
-        (20, 40), description="epochs where the step schedule decays x lr_gamma"
-    )
-    epochs: int = Field(50, ge=1, description="fine-tuning epochs")
-    dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the new classifier")
-    clips_per_video: int = Field(
-        4, ge=1, description="segments a training clip is drawn from (one clip/visit)"
-    )
-    test_clips: int = Field(5, ge=1, description="test clips per video, softmax averaged (MotionFit: 5)")
-    test_split: str = Field("test", description="target split scored at the end")
-    val_split: str = Field(
-        "val", description="target split whose loss drives the plateau schedule if present"
-    )
 
 
 def _initial_network(
@@ -208,7 +172,7 @@ def finetune(
     if init_checkpoint is not None:
         freeze_blocks(network, config.freeze_blocks)
     network = prepare_model(network, device, amp)
-    transform = config.clip_transform()
+    transform = clip_transform(config)
     train_set = _clip_dataset(
         layout,
         train_videos,
@@ -233,7 +197,7 @@ def finetune(
     val_loader = None
     if config.schedule == "plateau" and len(val_videos):
         val_set = _clip_dataset(
-            layout, val_videos, modality, config.clip_length, 1, config.clip_transform(train=False)
+            layout, val_videos, modality, config.clip_length, 1, clip_transform(config, train=False)
         )
         val_loader = make_loader(
             val_set, config.batch_size, EpochSampler(len(val_set), shuffle=False), device
@@ -299,7 +263,7 @@ def finetune(
         )
         labels = test_videos.set_index("video_id").loc[video_ids, "label_index"].to_numpy()
         write_table(
-            fs.join(layout.checkpoints(stage_name), PREDICTIONS_NAME),
+            layout.test_predictions(stage_name),
             pd.DataFrame(
                 {"video_id": video_ids, "label_index": labels, "probabilities": list(probabilities)}
             ),

@@ -24,88 +24,39 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists, write_table
-from motionfit.tasks.data.clips import ClipTransform
+from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training.config import RESUME_IGNORED_FIELDS, TrainingConfig
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "last.pt"
-HISTORY_NAME = "history.parquet"
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-class TrainingConfig(BaseModel):
-    """Parameters every training stage shares (network, clips, optimisation, loader); each stage's config
-    subclasses it and sets the paper's defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    arch: str = Field(
-        "r2plus1d_18", description="backbone (MotionFit, CMPL and the IDT-prior paper: R(2+1)D-18)"
+def clip_transform(config: TrainingConfig, train: bool = True, **options: Any) -> ClipTransform:
+    """The spatial processing of ``config``'s's clips: training augmentation (multi-scale crop, optional
+    flip) or, with ``train`` False, the evaluation centre crop; ``options`` go to ClipTransform."""
+    if not train:
+        return ClipTransform(crop_size=config.crop_size, **options)
+    return ClipTransform(
+        crop_size=config.crop_size,
+        train=True,
+        scales=config.crop_scales,
+        horizontal_flip=config.horizontal_flip,
+        **options,
     )
-    width_multiplier: float = Field(1.0, gt=0, description="channel width factor (1/8-1/16 for CPU presets)")
-    layers: tuple[int, int, int, int] | None = Field(
-        None, description="residual blocks per stage; None = 18-layer"
-    )
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
-    clip_length: int = Field(16, ge=1, description="frames per clip (16 in the papers; 32/64 in ablations)")
-    frame_stride: int = Field(1, ge=1, description="step between a clip's frames")
-    crop_size: int = Field(112, ge=8, description="network input side (112 in the papers)")
-    horizontal_flip: bool = Field(
-        False, description="random horizontal flip; off when classes are direction-defined (flip swaps them)"
-    )
-    crop_scales: tuple[float, ...] = Field(
-        (1.0, 0.875, 0.75, 0.66),
-        min_length=1,
-        description="multi-scale random crop sides as fractions of the short side (TSN / mmaction2)",
-    )
-    epochs: int = Field(30, ge=1, description="training epochs")
-    batch_size: int = Field(16, ge=1, description="items per batch")
-    lr: float = Field(0.01, gt=0, description="peak SGD learning rate")
-    momentum: float = Field(0.9, ge=0, description="SGD momentum")
-    weight_decay: float = Field(1e-4, ge=0, description="SGD weight decay")
-    lr_schedule: Literal["cosine", "multistep", "constant"] = Field(
-        "cosine", description="decay after warm-up, stepped per iteration"
-    )
-    lr_milestones: tuple[int, ...] = Field(
-        (), description="epochs at which multistep multiplies the LR by lr_gamma"
-    )
-    lr_gamma: float = Field(0.1, gt=0, description="multistep decay factor")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear LR warm-up from lr * warmup_factor")
-    warmup_factor: float = Field(0.01, gt=0, le=1, description="LR factor at the first warm-up iteration")
-    seed: int = Field(0, description="seed of initialisation, data order and augmentation")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
-    amp: bool = Field(True, description="mixed precision (float16) and channels-last memory on CUDA")
-
-    def clip_transform(self, train: bool = True, **options: Any) -> ClipTransform:
-        """The spatial processing of this stage's clips: training augmentation (multi-scale crop, optional
-        flip) or, with ``train`` False, the evaluation centre crop; ``options`` go to ClipTransform."""
-        if not train:
-            return ClipTransform(crop_size=self.crop_size, **options)
-        return ClipTransform(
-            crop_size=self.crop_size,
-            train=True,
-            scales=self.crop_scales,
-            horizontal_flip=self.horizontal_flip,
-            **options,
-        )
-
-
-RESUME_IGNORED_FIELDS = frozenset({"num_workers"})
-"""Config fields that do not change the result: a checkpoint made with other values still resumes."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -403,11 +354,11 @@ def evaluate(
 
 def checkpoint_url(layout: RunLayout, stage: str) -> str:
     """The last checkpoint of ``stage``: ``<run>/checkpoints/<stage>/last.pt``."""
-    return fs.join(layout.checkpoints(stage), CHECKPOINT_NAME)
+    return layout.checkpoint(stage)
 
 
 def history_url(layout: RunLayout, stage: str) -> str:
-    return fs.join(layout.checkpoints(stage), HISTORY_NAME)
+    return layout.history(stage)
 
 
 def save_checkpoint(url: str, checkpoint: Mapping[str, Any]) -> None:

@@ -11,20 +11,18 @@ logits at training time by :func:`pseudo_targets`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import write_table
 from motionfit.tasks.data.clips import (
     CLIP_KEY_COLUMNS,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_span,
@@ -32,6 +30,8 @@ from motionfit.tasks.data.clips import (
     make_loader,
     unlabelled_videos,
 )
+from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training.config import PseudoLabelConfig, TargetMode
 from motionfit.tasks.training.loop import (
     checkpoint_url,
     load_network,
@@ -39,29 +39,10 @@ from motionfit.tasks.training.loop import (
     prepare_model,
     resolve_device,
 )
-from motionfit.tasks.training.teacher import TEACHER_STAGE
 
 logger = logging.getLogger(__name__)
 
 PSEUDO_LABEL_COLUMNS = [*CLIP_KEY_COLUMNS, "logits"]
-TargetMode = Literal["hard", "soft", "topk"]
-
-
-class PseudoLabelConfig(BaseModel):
-    """Pseudo-labelling of the unlabelled videos by the flow teacher (MotionFit)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    clips_per_video: int = Field(
-        10, ge=1, description="R clips per video, evenly spaced (MotionFit labels clips, not videos)"
-    )
-    level: Literal["clip", "video"] = Field(
-        "clip", description="clip: each clip its own logits (MotionFit); video: the video's mean (ablation)"
-    )
-    teacher_stage: str = Field(TEACHER_STAGE, description="stage whose checkpoint is the teacher")
-    batch_size: int = Field(32, ge=1, description="clips per inference batch")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
-    amp: bool = Field(True, description="float16 inference on CUDA")
 
 
 def pseudo_targets(

@@ -14,7 +14,6 @@ from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import write_table
 from motionfit.tasks.data.clips import CLIP_KEY_COLUMNS, clip_keys, clip_span, frame_counts
 
-SUPERVISED_LABELS_FILE = "supervised_labels.parquet"
 ONE_HOT_LOGIT = 20.0
 """Logit of the true class (others 0): softmax puts > 0.99999 on it, argmax is the label."""
 
@@ -47,6 +46,6 @@ def write_supervised_labels(
     layout: RunLayout, manifest: pd.DataFrame, clips_per_video: int, clip_length: int, frame_stride: int = 1
 ) -> str:
     """Write :func:`supervised_label_table` to ``<run>/supervised_labels.parquet``; returns its URL."""
-    url = layout.path(SUPERVISED_LABELS_FILE)
+    url = layout.supervised_labels
     write_table(url, supervised_label_table(layout, manifest, clips_per_video, clip_length, frame_stride))
     return url

@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from pydantic import Field
 
 from motionfit.models.losses import multi_clip_cross_entropy
 from motionfit.models.video_net import build_model
@@ -30,12 +29,14 @@ from motionfit.tasks.data.clips import (
     make_loader,
     num_classes,
 )
+from motionfit.tasks.methods import TEACHER_STAGE
+from motionfit.tasks.training.config import TeacherConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
-    TrainingConfig,
     TrainingState,
     checkpoint_url,
+    clip_transform,
     clips_as_batch,
     evaluate,
     fit,
@@ -53,23 +54,6 @@ from motionfit.tasks.training.loop import (
 
 logger = logging.getLogger(__name__)
 
-TEACHER_STAGE = "teacher"
-
-
-class TeacherConfig(TrainingConfig):
-    """The flow teacher (MotionFit: R(2+1)D-18 on 2-channel TV-L1 flow, 16 x 112 x 112 clips)."""
-
-    clips_per_video: int = Field(
-        4, ge=1, description="R, clips per video averaged by MotionFit's multi-clip loss (chosen here: 4)"
-    )
-    eval_clips_per_video: int = Field(5, ge=1, description="centre clips per validation video")
-    eval_split: str = Field("val", description="target split scored after each epoch (skipped when empty)")
-    epochs: int = Field(60, ge=1, description="training epochs (flow models train long from scratch)")
-    batch_size: int = Field(8, ge=1, description="videos per batch (each gives R clips)")
-    lr: float = Field(0.01, gt=0, description="peak SGD learning rate")
-    warmup_epochs: float = Field(2.0, ge=0, description="linear LR warm-up (epochs)")
-    dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
-
 
 def _loader(
     layout: RunLayout,
@@ -86,7 +70,7 @@ def _loader(
         clip_keys(counts, span, clips),
         ("flow",),
         config.clip_length,
-        config.clip_transform(train),
+        clip_transform(config, train),
         frame_stride=config.frame_stride,
         by_video=train,
         clips_per_item=clips if train else 1,

@@ -21,7 +21,7 @@ def test_heads_shapes_and_values() -> None:
     assert feature_map.shape == (2, 64, 1, 2, 2)
     torch.testing.assert_close(features, feature_map.mean(dim=(2, 3, 4)))
     torch.testing.assert_close(model(clip), features @ model.fc.weight.T + model.fc.bias)
-    embedding = model.embed(clip)
+    embedding = model.embed(model.feature_map(clip))
     assert embedding.shape == (2, 128)
     torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2))
     direction = features @ model.embedding.weight.T + model.embedding.bias

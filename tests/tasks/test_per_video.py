@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.decode import DecodeConfig, decode_videos
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
 from motionfit.tasks.motion import tvl1 as optical_flow
-from motionfit.tasks.motion.tvl1 import FlowConfig, compute_flows
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_flows
 from motionfit.tasks.per_video import inputs_key, map_videos
 
 

@@ -35,11 +35,13 @@ from motionfit.tasks.data.clips import (
     num_classes,
     unlabelled_videos,
 )
+from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
     TrainingState,
     checkpoint_url,
+    clip_transform,
     clips_as_batch,
     evaluate,
     fit,
@@ -53,15 +55,8 @@ from motionfit.tasks.training.loop import (
     train_one_epoch,
     use_amp,
 )
-from motionfit.tasks.training.students.trainer import (
-    STUDENT_KEY,
-    MotionContrast,
-    StudentConfig,
-    classify,
-    load_motion_contrast,
-    student_modalities,
-    video_keys,
-)
+from motionfit.tasks.training.students.motion_contrast import MotionContrast, load_motion_contrast
+from motionfit.tasks.training.students.objective import STUDENT_KEY, student_modalities, video_keys
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +106,7 @@ def cmpl_step(
     n_labelled, n_unlabelled = labelled.shape[0], weak.shape[0]
     inputs = torch.cat([labelled, weak, strong])
     primary_map = primary.feature_map(inputs)
-    logits = {"primary": classify(primary, primary_map).float(), "auxiliary": auxiliary(inputs).float()}
+    logits = {"primary": primary.classify(primary_map).float(), "auxiliary": auxiliary(inputs).float()}
     parts = {name: value.split([n_labelled, n_unlabelled, n_unlabelled]) for name, value in logits.items()}
     probabilities = {name: torch.softmax(part[1].detach(), dim=1) for name, part in parts.items()}
     loss = torch.zeros((), device=inputs.device)
@@ -145,7 +140,7 @@ def _video_dataset(
     strong_view: bool,
     labels: dict[str, int] | None = None,
 ) -> ClipDataset:
-    transform = config.clip_transform(strong_view=strong_view)
+    transform = clip_transform(config, strong_view=strong_view)
     return ClipDataset(
         layout,
         keys,
@@ -234,7 +229,7 @@ def train_cmpl(
             clip_keys(eval_counts, span, 1),
             ("rgb",),
             config.clip_length,
-            config.clip_transform(train=False),
+            clip_transform(config, train=False),
             frame_stride=config.frame_stride,
             labels=dict(zip(eval_videos["video_id"], eval_videos["label_index"], strict=True)),
         )

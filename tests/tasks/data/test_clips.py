@@ -12,22 +12,18 @@ from helpers import FLOW_BOUND, quantise_flow, write_moving_squares
 
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import (
-    FLOW_MEAN,
-    FLOW_STD,
-    KINETICS_MEAN,
-    KINETICS_STD,
     ClipDataset,
-    ClipTransform,
     EpochSampler,
     clip_keys,
     clip_starts,
     frame_counts,
-    horizontal_flip,
     labelled_videos,
     make_loader,
     num_classes,
     unlabelled_videos,
 )
+from motionfit.tasks.data.transforms import KINETICS_MEAN, KINETICS_STD, ClipTransform, horizontal_flip
+from motionfit.tasks.motion.codec import FLOW_MEAN, FLOW_STD
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,8 @@ from helpers import sample_video
 from pydantic import ValidationError
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.decode import (
-    DecodeConfig,
-    VideoDecodeError,
-    decode_video,
-    decode_videos,
-    resized_shape,
-)
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import VideoDecodeError, decode_video, decode_videos, resized_shape
 
 
 @pytest.fixture(scope="module")

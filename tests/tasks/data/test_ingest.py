@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from motionfit.storage.manifest import BASE_COLUMNS
+from motionfit.tasks.data.config import DataConfig, SynthConfig
 from motionfit.tasks.data.ingest import (
-    DataConfig,
     IngestError,
     build_manifest,
     ingest_csv,
@@ -24,7 +24,7 @@ from motionfit.tasks.data.ingest import (
     synthetic_data_config,
     video_id_for,
 )
-from motionfit.tasks.data.synth import SynthConfig, generate_dataset, plan_dataset
+from motionfit.tasks.data.synth import generate_dataset, plan_dataset
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from motionfit.tasks.data.config import MOTION_CLASSES, SynthConfig
 from motionfit.tasks.data.synth import (
-    MOTION_CLASSES,
-    SynthConfig,
     SynthError,
     SynthLayout,
     VideoSpec,

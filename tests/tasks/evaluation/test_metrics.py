@@ -7,7 +7,7 @@ import torch
 
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.clips import KINETICS_MEAN, KINETICS_STD
+from motionfit.tasks.data.transforms import KINETICS_MEAN, KINETICS_STD
 from motionfit.tasks.evaluation import metrics as evaluate
 from motionfit.tasks.evaluation.features import extract_features, forward_seconds_per_clip, video_features
 

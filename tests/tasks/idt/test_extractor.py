@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers import REFERENCE_DATA, sample_video
 
+from motionfit.tasks.idt.config import IdtConfig
 from motionfit.tasks.idt.descriptors import FrameDescriber
 from motionfit.tasks.idt.extractor import (
-    IdtConfig,
     VideoInputError,
     extract_trajectories,
     extract_video_trajectories,

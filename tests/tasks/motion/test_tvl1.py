@@ -12,16 +12,12 @@ import pytest
 from helpers import sample_video
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.decode import DecodeConfig, decode_video, decode_videos
+from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import decode_video, decode_videos
 from motionfit.tasks.motion import tvl1 as optical_flow
-from motionfit.tasks.motion.tvl1 import (
-    FlowConfig,
-    compute_flows,
-    compute_tvl1_flow,
-    create_tvl1,
-    dequantize_flow,
-    quantize_flow,
-)
+from motionfit.tasks.motion.codec import dequantize_flow, quantize_flow
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_flows, compute_tvl1_flow, create_tvl1
 
 EPSILON = 1e-5
 

@@ -6,13 +6,13 @@ import pytest
 from sklearn.cluster import KMeans
 
 from motionfit.tasks.prior.clustering import (
-    ClusterConfig,
     cluster_quality,
     cluster_sizes,
     cluster_videos,
     default_n_clusters,
-    kmeans,
 )
+from motionfit.tasks.prior.config import ClusterConfig
+from motionfit.tasks.prior.kmeans import kmeans
 
 
 def blobs(

@@ -9,21 +9,21 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from motionfit.tasks.idt.columns import REFERENCE_COLUMNS
-from motionfit.tasks.idt.extractor import IdtConfig
+from motionfit.tasks.idt.config import IdtConfig
+from motionfit.tasks.prior.config import FisherConfig, GmmConfig
 from motionfit.tasks.prior.fisher import (
-    FisherConfig,
     encode_video,
     encode_videos,
     fisher_encode,
     fisher_vector,
     fit_fisher_model,
-    fit_pca,
     load_fisher_model,
     power_l2_normalise,
     sample_descriptors,
     save_fisher_model,
 )
-from motionfit.tasks.prior.gmm import DiagonalGmm, GmmConfig, fit_gmm, mean_log_likelihood, run_em
+from motionfit.tasks.prior.gmm import DiagonalGmm, fit_gmm, mean_log_likelihood, run_em
+from motionfit.tasks.prior.pca import fit_pca
 from motionfit.tasks.prior.sketch import count_sketch
 
 

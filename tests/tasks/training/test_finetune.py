@@ -11,11 +11,12 @@ import torch
 from helpers import write_moving_squares
 
 from motionfit.models.video_net import build_model
-from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
-from motionfit.tasks.data.clips import ClipDataset, ClipTransform, clip_keys, frame_counts, labelled_videos
-from motionfit.tasks.training.finetune import FinetuneConfig, finetune, predict_videos
+from motionfit.tasks.data.clips import ClipDataset, clip_keys, frame_counts, labelled_videos
+from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training.config import FinetuneConfig
+from motionfit.tasks.training.finetune import finetune, predict_videos
 from motionfit.tasks.training.loop import checkpoint_url, history_url, load_checkpoint, save_checkpoint
 
 TINY = {
@@ -78,7 +79,7 @@ def test_finetuning_keeps_frozen_blocks_and_trains_a_new_classifier(run: tuple) 
     n_frozen = sum(1 for k in frozen if "running" not in k and "num_batches" not in k)
     assert len(optimised) == len(list(build_model(**STUDENT_ARGS).parameters())) - n_frozen  # head swapped
     assert summary["epochs"] == 2 and summary["n_test_videos"] == 4 and 0.0 <= summary["test_top1"] <= 1.0
-    predictions = read_table(fs.join(layout.checkpoints("finetune_motionfit"), "test_predictions.parquet"))
+    predictions = read_table(layout.test_predictions("finetune_motionfit"))
     probabilities = np.stack(predictions["probabilities"].to_numpy())
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     top1 = (probabilities.argmax(axis=1) == predictions["label_index"].to_numpy()).mean()

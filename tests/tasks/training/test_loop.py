@@ -16,9 +16,9 @@ from helpers import write_moving_squares
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
+from motionfit.tasks.training.config import TeacherConfig, TrainingConfig
 from motionfit.tasks.training.loop import (
     StepOutput,
-    TrainingConfig,
     TrainingState,
     capture_rng_state,
     checkpoint_url,
@@ -34,7 +34,7 @@ from motionfit.tasks.training.loop import (
     train_one_epoch,
     video_accuracy,
 )
-from motionfit.tasks.training.teacher import TeacherConfig, train_teacher
+from motionfit.tasks.training.teacher import train_teacher
 
 TINY = {
     "width_multiplier": 1 / 16,

@@ -13,9 +13,10 @@ from helpers import TEACHER_CLIP, save_teacher, write_moving_squares
 
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
-from motionfit.tasks.data.clips import ClipDataset, ClipTransform, clip_keys, frame_counts
+from motionfit.tasks.data.clips import ClipDataset, clip_keys, frame_counts
+from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training.config import PseudoLabelConfig
 from motionfit.tasks.training.pseudo_labels import (
-    PseudoLabelConfig,
     generate_pseudo_labels,
     logits_matrix,
     pseudo_label_accuracy,

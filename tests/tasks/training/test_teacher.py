@@ -13,9 +13,10 @@ from helpers import write_moving_squares
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
 from motionfit.tasks.data.clips import labelled_videos
+from motionfit.tasks.training.config import TeacherConfig
 from motionfit.tasks.training.finetune import predict_videos
 from motionfit.tasks.training.loop import history_url, load_checkpoint, load_network
-from motionfit.tasks.training.teacher import TeacherConfig, train_teacher
+from motionfit.tasks.training.teacher import train_teacher
 
 TINY = {
     "arch": "r2plus1d_18",

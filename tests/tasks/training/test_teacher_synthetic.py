@@ -10,13 +10,16 @@ import torch
 
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import labelled_videos
-from motionfit.tasks.data.decode import DecodeConfig, decode_videos
+from motionfit.tasks.data.config import DecodeConfig, SynthConfig
+from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
-from motionfit.tasks.data.synth import SynthConfig, generate_dataset
-from motionfit.tasks.motion.tvl1 import FlowConfig, compute_flows
+from motionfit.tasks.data.synth import generate_dataset
+from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import compute_flows
+from motionfit.tasks.training.config import TeacherConfig
 from motionfit.tasks.training.finetune import predict_videos
 from motionfit.tasks.training.loop import checkpoint_url, load_network
-from motionfit.tasks.training.teacher import TeacherConfig, train_teacher
+from motionfit.tasks.training.teacher import train_teacher
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,124 @@
+"""The methods a run trains and compares: one table that the config, the flows, the evaluation and the report
+all read.
+
+A method is a row of every result table. It may train an RGB *student* in the ``student_train`` stage (with
+the objective and the config section named here, on the data named by ``trains_on``), be *fine-tuned* on the
+labelled target in the ``finetune`` stage (from the student, or from a random initialisation), and needs the
+IDT stages when its student learns from the IDT clusters. Stage names derive from the method's name
+(``student_<name>``, ``finetune_<name>``); the flow teacher is its own stage, ``teacher``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TEACHER_STAGE = "teacher"
+"""Checkpoint folder of the flow teacher (``checkpoints/teacher``)."""
+
+Modality = Literal["rgb", "flow"]
+TrainsOn = Literal["pseudo_labels", "clusters", "supervised_labels", "target"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method: ``name`` (in configs, metrics and stage names), ``label`` (in reports), the ``objective``
+    and config ``section`` of its student (None: no student), what that student ``trains_on`` (the teacher's
+    pseudo-labels, the IDT clusters, the source's held-back labels, or the labelled target with unlabelled
+    videos), its ``init`` for fine-tuning (None: not fine-tuned), whether it ``needs_idt``, and the
+    ``modality`` it sees at test time."""
+
+    name: str
+    label: str
+    objective: str | None = None
+    section: str | None = None
+    trains_on: TrainsOn | None = None
+    init: Literal["random", "student"] | None = None
+    needs_idt: bool = False
+    modality: Modality = "rgb"
+
+    @property
+    def student_stage(self) -> str | None:
+        """Checkpoint folder of the method's student, or None."""
+        return None if self.objective is None else f"student_{self.name}"
+
+    @property
+    def finetuned(self) -> bool:
+        return self.init is not None
+
+    @property
+    def finetune_stage(self) -> str | None:
+        """Checkpoint folder of the method's fine-tuned network, or None."""
+        return f"finetune_{self.name}" if self.finetuned else None
+
+    @property
+    def representation_stage(self) -> str | None:
+        """The checkpoint whose frozen features represent the method before fine-tuning (retrieval, few-shot
+        probes): the teacher, the student, or None for a randomly initialised network."""
+        return TEACHER_STAGE if self.name == "teacher" else self.student_stage
+
+    @property
+    def evaluated_stage(self) -> str:
+        """The checkpoint scored on the target test split: the fine-tuned network, else the student (CMPL's
+        primary network), else the teacher."""
+        return self.finetune_stage or self.student_stage or TEACHER_STAGE
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("scratch", "RGB from scratch", init="random"),
+        Method("teacher", "Flow teacher (TV-L1)", modality="flow"),
+        Method(
+            "idt_la",
+            "IDT-prior Local Aggregation",
+            objective="local_aggregation",
+            section="idt_la",
+            trains_on="clusters",
+            init="student",
+            needs_idt=True,
+        ),
+        Method("cmpl", "CMPL", objective="cmpl", section="cmpl", trains_on="target"),
+        Method(
+            "motionfit",
+            "MotionFit student",
+            objective="pseudo_labels",
+            section="motionfit",
+            trains_on="pseudo_labels",
+            init="student",
+        ),
+        Method(
+            "supervised",
+            "Supervised pre-training (source labels)",
+            objective="pseudo_labels",
+            section="motionfit",
+            trains_on="supervised_labels",
+            init="student",
+        ),
+    )
+}
+"""Every method, in the order of the result tables. ``supervised`` is the upper bound of the IDT-prior
+paper's "% sup.": MotionFit's student recipe on the source's true labels (hard targets)."""
+
+DEFAULT_METHODS = ("scratch", "teacher", "motionfit", "idt_la", "supervised")
+"""Methods of a run whose config names none."""
+
+
+def training_stages() -> list[str]:
+    """Every training stage's checkpoint folder: the teacher, then the students, then the fine-tuned
+    networks."""
+    students = [m.student_stage for m in METHODS.values() if m.student_stage]
+    finetuned = [m.finetune_stage for m in METHODS.values() if m.finetune_stage]
+    return [TEACHER_STAGE, *students, *finetuned]
+
+
+def label(name: str) -> str:
+    """The report label of the method ``name`` (``name`` itself for rows that are no method, such as the IDT
+    clusters)."""
+    return METHODS[name].label if name in METHODS else name
+
+
+def ordered(names: list[str] | tuple[str, ...]) -> list[str]:
+    """``names`` in the order of the result tables (unknown names last, sorted)."""
+    known = [name for name in METHODS if name in set(names)]
+    return known + sorted(set(names) - set(METHODS))

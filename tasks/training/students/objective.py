@@ -1,0 +1,60 @@
+"""What every student objective shares: the exported network's name in the trained module, the setup an
+objective hands the training loop, and the clips a student trains on (MSCL's motion differential sampling,
+the aligned flow clips of LMCL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from torch import Tensor, nn
+
+from motionfit.models.video_net import VideoNet
+from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data.clips import ClipDataset, clip_keys, clip_span, frame_counts
+from motionfit.tasks.motion.sampling import motion_differential_keys
+from motionfit.tasks.training.config import StudentConfig
+
+STUDENT_KEY = "student"
+"""Name of the exported network inside the trained module (checkpoint prefix ``student.``)."""
+
+LossFn = Callable[[dict[str, Any], Tensor, int], tuple[Tensor, dict[str, Any], Callable[[], None] | None]]
+"""``loss_fn(batch, feature_map, epoch) -> (loss, metrics, after_update)`` of one training step; the feature
+map is the student's on ``batch["rgb"]``, ``after_update`` runs after the optimiser step (or is None)."""
+
+
+@dataclass
+class ObjectiveSetup:
+    """What an objective builds for the shared student loop: the ``network`` to export with its
+    ``build_model`` ``args``, the training ``dataset``, the step's ``loss_fn``, and ``extra`` modules saved in
+    the checkpoint beside the network (a memory bank)."""
+
+    network: VideoNet
+    args: dict[str, Any]
+    dataset: ClipDataset
+    loss_fn: LossFn
+    extra: dict[str, nn.Module] = field(default_factory=dict)
+
+
+ObjectiveSetupFn = Callable[[RunLayout, pd.DataFrame, StudentConfig, Any], ObjectiveSetup]
+
+
+def training_keys(layout: RunLayout, keys: pd.DataFrame, config: StudentConfig) -> pd.DataFrame:
+    """``keys`` restricted to the more dynamic half of each video when motion sampling is on."""
+    if not config.motion_sampling:
+        return keys
+    return motion_differential_keys(layout, keys, config.clip_length, config.frame_stride)
+
+
+def student_modalities(config: StudentConfig) -> tuple[str, ...]:
+    """RGB, plus the aligned flow clips when LMCL is on."""
+    return ("rgb", "flow") if config.lmcl_weight > 0 else ("rgb",)
+
+
+def video_keys(layout: RunLayout, video_ids: list[str], config: StudentConfig) -> pd.DataFrame:
+    """``clips_per_video`` keys of every video readable in the student's modalities (MDS applied)."""
+    counts = frame_counts(layout, video_ids, student_modalities(config))
+    keys = clip_keys(counts, clip_span(config.clip_length, config.frame_stride), config.clips_per_video)
+    return training_keys(layout, keys, config)

@@ -1,0 +1,78 @@
+"""The CLI's light commands and the config they print."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from motionfit.cli import main
+from motionfit.config import load_config
+
+HEAVY_MODULES = ("torch", "torchvision", "cv2", "scipy", "sklearn")
+
+PROBE = """
+import contextlib, io, json, sys
+from motionfit.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy})))
+"""
+
+
+def _heavy_modules_loaded(*argv: str) -> list[str]:
+    script = PROBE.format(heavy=set(HEAVY_MODULES))
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True, timeout=120
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--help",),
+        ("config", "--preset", "tiny", "--set", "teacher.epochs=3"),
+        ("status", "RUN_ROOT"),
+    ],
+)
+def test_light_commands_import_no_torch_opencv_scipy_or_sklearn(
+    argv: tuple[str, ...], tmp_path: Path
+) -> None:
+    run_root = tmp_path / "run"
+    manifest = pd.DataFrame({"video_id": ["a"], "dataset": ["target"], "status": ["ok"], "error": [None]})
+    run_root.mkdir()
+    manifest.to_parquet(run_root / "manifest.parquet")
+    argv = tuple(str(run_root) if arg == "RUN_ROOT" else arg for arg in argv)
+    assert _heavy_modules_loaded(*argv) == []
+
+
+def test_config_prints_the_resolved_config_as_yaml_that_loads_back(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("decode:\n  short_side: 96\n")
+    main(["config", "--preset", "tiny", "--overlay", str(overlay), "--set", "flow.lambda=0.2"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["decode"]["short_side"] == 96
+    assert printed["flow"]["lambda"] == 0.2
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(printed))
+    assert load_config(path) == load_config(preset="tiny", overrides=printed)
+
+
+def test_config_rejects_an_invalid_value_and_a_file_with_a_preset(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        main(["config", "--preset", "tiny", "--set", "teacher.epochs=0"])
+    path = tmp_path / "config.yaml"
+    path.write_text("name: mine\n")
+    with pytest.raises(SystemExit, match="not both"):
+        main(["config", str(path), "--preset", "tiny"])
