@@ -108,7 +108,7 @@ def run_pipeline(
 
     from motionfit.config import PipelineConfig
     from motionfit.flows.execution import build_task_runner
-    from motionfit.flows.preprocess import optical_flow_flow
+    from motionfit.flows.preprocess import tvl1_flow
     from motionfit.storage.manifest import save_manifest
 
     with tempfile.TemporaryDirectory() as root:
@@ -140,7 +140,7 @@ def run_pipeline(
                 "runtime": {"max_workers": n_workers, "videos_per_batch": batch_size},
             }
         )
-        runner = optical_flow_flow.with_options(task_runner=build_task_runner(pipeline.runtime))
+        runner = tvl1_flow.with_options(task_runner=build_task_runner(pipeline.runtime))
         wall, cpu, summary = measure(lambda: runner(pipeline))
         if summary["done"] != len(ids):
             raise RuntimeError(f"optical-flow flow did not finish every video: {summary}")

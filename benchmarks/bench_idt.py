@@ -6,9 +6,9 @@ our extractor in reference mode (frames per second, tracks per frame) and in pip
 the pipeline's IDT stage reuses the stored flow), the same-run reference, OpenCV's
 ``calcOpticalFlowFarneback`` with the release's parameters on the same frame pairs (the release computes
 such a flow twice per frame), the share of the reference-mode time that OpenCV's SIFT keypoints take (the
-release's keypoint step: 26-37 %), and the recorded C++ figures (FACTS.md; that binary is not on this
-machine). Every time is the smallest CPU time of ``--repeats`` runs: this machine's speed varies by about
-25 % from run to run.
+release's keypoint step: 26-37 %), and the C++ figures recorded when that binary was built and timed (it
+is not on this machine). Every time is the smallest CPU time of ``--repeats`` runs: this machine's speed
+varies by about 25 % from run to run.
 
 Usage: python benchmarks/bench_idt.py [--frames N] [--repeats R]
 """
@@ -32,7 +32,8 @@ from motionfit.tasks.idt.extractor import extract_trajectories
 from motionfit.tasks.idt.pyramid_flow import scale_pyramid
 
 RECORDED_CPP_FPS = {(176, 144): 40.0, (455, 256): 7.4}
-"""Frames per second (CPU time, one thread) of the authors' C++ release, as recorded in FACTS.md."""
+"""Frames per second (CPU time, one thread) of the authors' C++ release on the two sample videos, recorded
+when it was built and timed (OpenCV 4.6, SIFT keypoints)."""
 
 
 def sample_video(name: str) -> Path:
@@ -119,8 +120,8 @@ IDT: reference mode (its own Farneback flow per pyramid level, twice per frame).
 Farneback: OpenCV's calcOpticalFlowFarneback, frame pairs/s; IDT/Farn: one IDT frame costs that many such
 flows (the release computes two). SIFT %: OpenCV's SIFT keypoints of the same frames as a share of the
 IDT time (the release's keypoint step: 26-37 %). CPU time of this process, one OpenCV/torch thread, the
-fastest of --repeats runs on the same frames. C++ fps: the authors' release as recorded in FACTS.md (CPU
-time, one thread), not measured here."""
+fastest of --repeats runs on the same frames. C++ fps: the authors' release as recorded when it was timed
+(CPU time, one thread), not measured here."""
 
 
 def main() -> None:

@@ -25,15 +25,7 @@ import torch.nn.functional as F
 
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.clips import (
-    MODALITY_CHANNELS,
-    ClipDataset,
-    EpochSampler,
-    clip_keys,
-    clip_span,
-    frame_counts,
-    make_loader,
-)
+from motionfit.tasks.data.clips import MODALITY_CHANNELS, ClipDataset, clip_loader, video_clip_keys
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import TrainingConfig
 from motionfit.tasks.training.loop import (
@@ -76,15 +68,15 @@ def bench_modality(
     args: argparse.Namespace, layout: RunLayout, modality: str, device: torch.device
 ) -> dict[str, Any]:
     video_ids = sorted(layout.store("frames").committed_ids())
-    span = clip_span(args.clip_length)
-    keys = clip_keys(frame_counts(layout, video_ids, (modality,)), span, args.clips_per_video)
+    keys = video_clip_keys(layout, video_ids, (modality,), args.clip_length, args.clips_per_video)
     transform = ClipTransform(crop_size=args.crop_size, train=True)
     dataset = ClipDataset(
         layout, keys, (modality,), args.clip_length, transform, jitter_segments=args.clips_per_video
     )
     n_samples = (args.steps + args.warmup_steps) * args.batch_size
-    sampler = EpochSampler(len(dataset), seed=0, num_samples=n_samples)
-    loader = make_loader(dataset, args.batch_size, sampler, device, args.workers, drop_last=True)
+    loader = clip_loader(
+        dataset, args.batch_size, device, shuffle=True, num_workers=args.workers, num_samples=n_samples
+    )
     amp = device.type == "cuda"
 
     # the loader alone (the first batches start the workers and are not timed)
@@ -122,7 +114,7 @@ def bench_modality(
     )["clips_per_s"]
 
     # end to end: the model fed by the loader
-    sampler.set_epoch(1)
+    loader.set_epoch(1)
     end_to_end = train_one_epoch(model, step, optimizer, None, loader, device, 1, scaler, **common)[
         "clips_per_s"
     ]

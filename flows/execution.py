@@ -11,17 +11,16 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.filesystems import RemoteFileSystem
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-import motionfit
 from motionfit.runtime import RuntimeConfig
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.per_video import inputs_key
 
 STAGE_CACHE_POLICY: CachePolicy = TASK_SOURCE + INPUTS
-"""A stage task's cache key: its source code plus every argument. Arguments are small and explicit: the run
-root, the stage's config section, the video ids of the batch and a fingerprint of the inputs' content (paths
-alone would not change when files do; FACTS.md), so a re-run skips exactly the work whose inputs did not
-change."""
+"""A stage task's cache key: its (thin) source code plus every argument. Arguments are small and explicit: the
+run root, the stage's config section, the video ids of the batch and :func:`fingerprint` of the stage's code
+version and its inputs' content (Prefect's INPUTS policy hashes a path string, not the file, so paths alone
+would not change when files do), so a re-run skips exactly the work whose code and inputs did not change."""
 
 
 def build_task_runner(runtime: RuntimeConfig) -> TaskRunner:
@@ -70,9 +69,10 @@ def stage_task_options(layout: RunLayout) -> dict[str, Any]:
     }
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short content hash of ``parts`` (plus the code version), used as a cache-key input."""
-    return inputs_key(motionfit.__version__, *parts)
+def fingerprint(stage: str, code_version: int, *parts: Any) -> str:
+    """The cache-key input of a stage task: a short hash of the stage's name, its code version (the
+    ``CODE_VERSION`` of its module) and its inputs' fingerprints ``parts``."""
+    return inputs_key(stage, code_version, *parts)
 
 
 def file_fingerprint(path: str) -> tuple[str, int, float] | tuple[str, None, None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -11,7 +10,7 @@ from prefect import Flow, flow, get_run_logger
 from motionfit.config import STAGES, PipelineConfig, load_config
 from motionfit.flows.evaluation import evaluate_flow
 from motionfit.flows.execution import build_task_runner
-from motionfit.flows.preprocess import decode_flow, ingest_flow, optical_flow_flow, publish_manifest_summary
+from motionfit.flows.preprocess import decode_flow, ingest_flow, publish_manifest_summary, tvl1_flow
 from motionfit.flows.prior import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
 from motionfit.flows.train import finetune_flow, pseudo_label_flow, student_flow, teacher_flow
 from motionfit.storage import fs
@@ -21,7 +20,7 @@ from motionfit.tasks.methods import METHODS
 STAGE_FLOWS: dict[str, Flow] = {
     "ingest": ingest_flow,
     "decode": decode_flow,
-    "flow": optical_flow_flow,
+    "flow": tvl1_flow,
     "idt": idt_flow,
     "fv_fit": fv_fit_flow,
     "fv_encode": fv_encode_flow,
@@ -105,10 +104,3 @@ def deployment_flow(
         overrides["runtime"] = {"seed": seed}
     config = load_config(config_path, None if config_path else preset, overrides)
     return pipeline_flow(config, until=until, only=only, start=start)
-
-
-def stage_flow_for(stage: str) -> Callable[[PipelineConfig], Any]:
-    """The subflow of one stage (for ``motionfit stage`` and for per-stage deployments)."""
-    if stage not in STAGE_FLOWS:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return STAGE_FLOWS[stage]

@@ -20,10 +20,12 @@ from motionfit.storage.manifest import (
     usable_videos,
 )
 from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.decode import CODE_VERSION as DECODE_CODE_VERSION
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
 from motionfit.tasks.data.synth import generate_dataset
 from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import CODE_VERSION as FLOW_CODE_VERSION
 from motionfit.tasks.motion.tvl1 import compute_flows
 from motionfit.tasks.per_video import VideoOutcome
 
@@ -37,7 +39,7 @@ def decode_batch(
 
 
 @task(name="flow-batch")
-def flow_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[VideoOutcome]:
+def tvl1_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[VideoOutcome]:
     """TV-L1 flow of one batch of decoded videos into flow.zarr (``inputs`` fingerprints their frames)."""
     return require_no_failures("flow", compute_flows(video_ids, RunLayout(run_root), config))
 
@@ -96,22 +98,24 @@ def decode_flow(config: PipelineConfig) -> dict[str, int]:
         lambda item: (item[0], file_fingerprint(item[1])),
         config.decode,
         config.runtime.videos_per_batch,
+        DECODE_CODE_VERSION,
     )
 
 
 @flow(name="optical-flow")
-def optical_flow_flow(config: PipelineConfig) -> dict[str, int]:
+def tvl1_flow(config: PipelineConfig) -> dict[str, int]:
     """TV-L1 flow of every decoded video into flow.zarr, in batches on the configured task runner."""
     layout = RunLayout.at(config.run_root)
     video_ids = list(usable_videos(load_manifest(layout), "decode")["video_id"])
     frames = layout.markers("decode")
     return run_video_stage(
         "flow",
-        flow_batch,
+        tvl1_batch,
         layout,
         video_ids,
         video_ids,
         lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
         config.flow,
         config.runtime.videos_per_batch,
+        FLOW_CODE_VERSION,
     )

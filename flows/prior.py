@@ -16,15 +16,18 @@ from motionfit.flows.video_stages import require_no_failures, run_video_stage
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest, usable_videos
-from motionfit.storage.matrix import read_matrix, write_matrix
+from motionfit.storage.matrix import matrix_fingerprint, read_video_matrix, write_video_matrix
 from motionfit.storage.tables import read_table, write_table
 from motionfit.tasks.evaluation.plots import plot_cluster_examples
 from motionfit.tasks.idt.columns import IdtColumns
 from motionfit.tasks.idt.config import IdtConfig
+from motionfit.tasks.idt.stage import CODE_VERSION as IDT_CODE_VERSION
 from motionfit.tasks.idt.stage import extract_idt_videos
 from motionfit.tasks.per_video import VideoOutcome
+from motionfit.tasks.prior.clustering import CODE_VERSION as CLUSTER_CODE_VERSION
 from motionfit.tasks.prior.clustering import cluster_quality, cluster_sizes, cluster_videos
 from motionfit.tasks.prior.config import ClusterConfig, FisherConfig
+from motionfit.tasks.prior.fisher import CODE_VERSION as FISHER_CODE_VERSION
 from motionfit.tasks.prior.fisher import (
     encode_video,
     fit_fisher_model,
@@ -32,6 +35,9 @@ from motionfit.tasks.prior.fisher import (
     sample_descriptors,
     save_fisher_model,
 )
+
+SKETCH_DIMENSION = "sketch_dim"
+"""Name of fv.zarr's second axis: the count-sketched Fisher vector."""
 
 
 @task(name="idt-batch")
@@ -65,7 +71,7 @@ def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs:
     store = layout.store("idt")
     vectors = np.stack([encode_video(store.read(video_id), model) for video_id in video_ids])
     url = layout.fv_part(inputs)
-    write_matrix(url, vectors, {"video_ids": video_ids})
+    write_video_matrix(url, video_ids, vectors, SKETCH_DIMENSION)
     return url
 
 
@@ -73,10 +79,10 @@ def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs:
 def cluster_task(run_root: str, config: ClusterConfig, inputs: str) -> dict[str, float]:
     """k-means runs on fv.zarr into clusters.parquet; returns the number of clusters and videos."""
     layout = RunLayout(run_root)
-    index = read_table(layout.fv_index)
-    clusters = cluster_videos(read_matrix(layout.fv_vectors), list(index["video_id"]), config)
+    video_ids, vectors = read_video_matrix(layout.fv_vectors)
+    clusters = cluster_videos(vectors, video_ids, config)
     write_table(layout.clusters, clusters)
-    return {"k": int(clusters["k"].iloc[0]), "videos": len(index)}
+    return {"k": int(clusters["k"].iloc[0]), "videos": len(video_ids)}
 
 
 def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str, float]]:
@@ -100,6 +106,7 @@ def idt_flow(config: PipelineConfig) -> dict[str, int]:
         lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
         config.idt,
         max(1, config.runtime.videos_per_batch // 4),
+        IDT_CODE_VERSION,
     )
     publish_descriptor_counts(layout)
     return summary
@@ -131,7 +138,7 @@ def fv_fit_flow(config: PipelineConfig) -> dict[str, str]:
     video_ids = sorted(usable_videos(load_manifest(layout), "idt")["video_id"])
     if not video_ids:
         raise RuntimeError(f"no video has IDT descriptors in {layout.root}: run the idt stage first")
-    inputs = fingerprint("fv_fit", _idt_fingerprints(layout, video_ids))
+    inputs = fingerprint("fv_fit", FISHER_CODE_VERSION, _idt_fingerprints(layout, video_ids))
     model_url = fv_fit_task.with_options(**stage_task_options(layout))(
         layout.root, video_ids, config.fisher, config.idt.columns(), inputs
     )
@@ -140,14 +147,14 @@ def fv_fit_flow(config: PipelineConfig) -> dict[str, str]:
 
 @flow(name="fv-encode")
 def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
-    """Encode every video with the fitted model; gather fv.zarr (rows) and fv_index.parquet (row order)."""
+    """Encode every video with the fitted model and gather the vectors in fv.zarr (rows labelled by the
+    ``video_id`` coordinate)."""
     logger = get_run_logger()
     layout = RunLayout.at(config.run_root)
     model_url = layout.fisher_model
     if not fs.exists(model_url):
         raise RuntimeError(f"no Fisher-vector model at {model_url}: run the fv_fit stage first")
     video_ids = sorted(usable_videos(load_manifest(layout), "idt")["video_id"])
-    model_fingerprint = fingerprint("fv_model", file_fingerprint(model_url))
     size = config.runtime.videos_per_batch * 4
     groups = [video_ids[i : i + size] for i in range(0, len(video_ids), size)]
     encode = fv_encode_batch.with_options(**stage_task_options(layout))
@@ -156,13 +163,21 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
             layout.root,
             group,
             model_url,
-            fingerprint("fv_encode", model_fingerprint, _idt_fingerprints(layout, group)),
+            fingerprint(
+                "fv_encode",
+                FISHER_CODE_VERSION,
+                file_fingerprint(model_url),
+                _idt_fingerprints(layout, group),
+            ),
         )
         for group in groups
     ]
-    vectors = np.concatenate([read_matrix(future.result()) for future in futures])
-    write_matrix(layout.fv_vectors, vectors, {"fisher_model": model_url})
-    write_table(layout.fv_index, pd.DataFrame({"video_id": video_ids, "row": np.arange(len(video_ids))}))
+    parts = [read_video_matrix(future.result()) for future in futures]
+    gathered_ids = [video_id for ids, _ in parts for video_id in ids]
+    if gathered_ids != video_ids:
+        raise RuntimeError(f"Fisher-vector parts of {layout.root} do not hold the videos they were asked for")
+    vectors = np.concatenate([part for _, part in parts])
+    write_video_matrix(layout.fv_vectors, video_ids, vectors, SKETCH_DIMENSION, {"fisher_model": model_url})
     logger.info("Fisher vectors: %d videos x %d dims", *vectors.shape)
     return {"videos": len(video_ids), "dims": int(vectors.shape[1])}
 
@@ -172,10 +187,7 @@ def cluster_flow(config: PipelineConfig) -> dict[str, float]:
     """k-means of the videos in Fisher-vector space; publishes the cluster sizes and, where labels exist,
     NMI, AMI and purity."""
     layout = RunLayout.at(config.run_root)
-    index = read_table(layout.fv_index)
-    inputs = fingerprint(
-        "cluster", list(index["video_id"]), file_fingerprint(fs.join(layout.fv_vectors, "zarr.json"))
-    )
+    inputs = fingerprint("cluster", CLUSTER_CODE_VERSION, matrix_fingerprint(layout.fv_vectors))
     result = cluster_task.with_options(**stage_task_options(layout))(layout.root, config.cluster, inputs)
     clusters = read_table(layout.clusters)
     sizes = cluster_sizes(clusters)

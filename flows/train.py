@@ -20,11 +20,15 @@ from motionfit.tasks.training.config import (
     StudentConfig,
     TeacherConfig,
 )
+from motionfit.tasks.training.finetune import CODE_VERSION as FINETUNE_CODE_VERSION
 from motionfit.tasks.training.finetune import finetune
 from motionfit.tasks.training.loop import checkpoint_url
+from motionfit.tasks.training.pseudo_labels import CODE_VERSION as PSEUDO_LABEL_CODE_VERSION
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels, pseudo_label_accuracy
+from motionfit.tasks.training.students.trainer import CODE_VERSION as STUDENT_CODE_VERSION
 from motionfit.tasks.training.students.trainer import train_student
 from motionfit.tasks.training.supervised_labels import write_supervised_labels
+from motionfit.tasks.training.teacher import CODE_VERSION as TEACHER_CODE_VERSION
 from motionfit.tasks.training.teacher import train_teacher
 
 GPU_TAGS = ["gpu"]
@@ -103,7 +107,9 @@ def _as_rows(values: dict[str, Any]) -> Any:
 def teacher_flow(config: PipelineConfig) -> dict[str, Any]:
     """The motion teacher on the flow of the labelled target videos."""
     layout = RunLayout.at(config.run_root)
-    inputs = fingerprint("teacher", _manifest_fingerprint(layout), _store_fingerprint(layout, "flow"))
+    inputs = fingerprint(
+        "teacher", TEACHER_CODE_VERSION, _manifest_fingerprint(layout), _store_fingerprint(layout, "flow")
+    )
     run = teacher_task.with_options(**stage_task_options(layout))
     return run(layout.root, seeded(config.teacher, config), config.runtime.resolved_device(), inputs)
 
@@ -114,6 +120,7 @@ def pseudo_label_flow(config: PipelineConfig) -> dict[str, Any]:
     layout = RunLayout.at(config.run_root)
     inputs = fingerprint(
         "pseudo_label",
+        PSEUDO_LABEL_CODE_VERSION,
         _manifest_fingerprint(layout),
         file_fingerprint(checkpoint_url(layout, config.pseudo_label.teacher_stage)),
     )
@@ -136,13 +143,15 @@ def student_inputs(method: Method, layout: RunLayout) -> Any:
     target, for CMPL)."""
     frames = _store_fingerprint(layout, "decode")
     if method.trains_on == "target":
-        return fingerprint("student", method.name, frames, _manifest_fingerprint(layout))
+        return fingerprint(
+            "student", STUDENT_CODE_VERSION, method.name, frames, _manifest_fingerprint(layout)
+        )
     targets = {
         "pseudo_labels": layout.pseudo_labels,
         "clusters": layout.clusters,
         "supervised_labels": layout.supervised_labels,
     }[method.trains_on]
-    return fingerprint("student", method.name, frames, file_fingerprint(targets))
+    return fingerprint("student", STUDENT_CODE_VERSION, method.name, frames, file_fingerprint(targets))
 
 
 @flow(name="student-train")
@@ -185,7 +194,9 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
         if not method.finetuned:
             continue
         init = None if method.init == "random" else checkpoint_url(layout, method.student_stage)
-        inputs = fingerprint("finetune", method.name, frames, manifest, init and file_fingerprint(init))
+        inputs = fingerprint(
+            "finetune", FINETUNE_CODE_VERSION, method.name, frames, manifest, init and file_fingerprint(init)
+        )
         run = finetune_task.with_options(**stage_task_options(layout))
         results[method.name] = run(layout.root, section, init, method.finetune_stage, device, inputs)
     return results

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefect import Task, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from tqdm import tqdm
 
+from motionfit.flows.artifacts import publish_progress
 from motionfit.flows.execution import fingerprint, stage_task_options
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest, refresh_stage_status, save_manifest
@@ -45,35 +45,38 @@ def run_video_stage(
     item_fingerprint: Callable[[Any], Any],
     config: Any,
     videos_per_batch: int,
+    code_version: int,
 ) -> dict[str, int]:
     """Map ``batch_task(run_root, batch, config, batch_fingerprint)`` over batches of ``items``.
 
     ``items`` are what the batch task takes per video (ids, or (id, path) pairs) and ``video_ids`` their ids;
     ``item_fingerprint(item)`` describes an item's input content (an upstream commit time, a file's size and
-    mtime), so a batch's cache key changes exactly when its inputs do. A batch with failed videos fails (and
-    is not cached); the others go on. A progress artifact ``<stage>-progress`` (and, on a terminal, a progress
-    bar) follows the batches; the manifest's ``status_<stage>`` is refreshed from the commit markers. Returns
-    counts of videos ``done`` and ``failed`` in this stage (from the markers) and of ``failed_batches``.
+    mtime), so a batch's cache key changes exactly when its inputs or the stage's ``code_version`` do. A
+    batch with failed videos fails (and is not cached); the others go on. A progress artifact
+    ``<stage>-progress`` (and, on a terminal, a progress bar) follows the batches; the manifest's
+    ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos ``done`` and ``failed``
+    in this stage (from the markers) and of ``failed_batches``.
     """
     logger = get_run_logger()
     task = batch_task.with_options(**stage_task_options(layout))
     groups = batches(list(items), videos_per_batch)
     key = f"{stage.replace('_', '-')}-progress"
-    progress_id = create_progress_artifact(0.0, key=key, description=f"{stage}: batches finished (%)")
     futures = [
-        task.submit(layout.root, group, config, fingerprint(stage, [item_fingerprint(i) for i in group]))
+        task.submit(
+            layout.root, group, config, fingerprint(stage, code_version, [item_fingerprint(i) for i in group])
+        )
         for group in groups
     ]
     batch_sizes = {id(future): len(group) for future, group in zip(futures, groups, strict=True)}
+    progress = publish_progress(key, max(len(futures), 1), f"{stage}: batches finished (%)")
     failed_batches = 0
     bar = tqdm(total=len(items), desc=stage, unit="video", disable=not sys.stderr.isatty())
-    for finished, future in enumerate(as_completed(futures), start=1):
+    for future in as_completed(futures):
         result = future.result(raise_on_failure=False)
         if isinstance(result, BaseException):
             failed_batches += 1
             logger.warning("%s", result)
-        if progress_id is not None:
-            update_progress_artifact(progress_id, 100.0 * finished / max(len(futures), 1))
+        progress.advance()
         bar.update(batch_sizes[id(future)])
     bar.close()
     manifest = refresh_stage_status(load_manifest(layout), layout.markers(stage), list(video_ids))

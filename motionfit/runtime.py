@@ -32,7 +32,6 @@ class RuntimeConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="GPU stages' device; auto = CUDA if present."
     )
-    torch_threads: int | None = Field(None, description="torch.set_num_threads for GPU stages on the CPU.")
     seed: int = Field(0, description="Global seed; every stage derives its own from it.")
 
     def resolved_device(self) -> str:

@@ -10,11 +10,12 @@ from motionfit.storage.arrays import VideoArrayStore
 from motionfit.storage.markers import StageMarkers
 
 ARRAY_STORES = {
-    "frames": ("frames.zarr", "decode", None),
-    "flow": ("flow.zarr", "flow", "zstd"),
-    "idt": ("idt.zarr", "idt", "zstd"),
+    "frames": ("frames.zarr", "decode", None, ("frame", "y", "x", "channel")),
+    "flow": ("flow.zarr", "flow", "zstd", ("frame", "y", "x", "component")),
+    "idt": ("idt.zarr", "idt", "zstd", ("trajectory", "column")),
 }
-"""Per-video array stores: name -> (zarr group, the stage whose markers commit it, blosc compressor).
+"""Per-video array stores: name -> (zarr group, the stage whose markers commit it, blosc compressor, the
+arrays' dimension names: frames are RGB, flow is (dx, dy) of frame t to t + 1, an IDT row is a trajectory).
 Measured with benchmarks/bench_storage.py: RGB frames barely compress losslessly (zstd 1.26x, lz4 1.07x) and
 compressing them doubles the decode stage's cost, so they are stored raw; flow (uint8, mostly near 128)
 compresses 7.8x with zstd at the same clip read time."""
@@ -28,7 +29,7 @@ class RunLayout:
     manifest.parquet       one row per video (ingest), with each per-video stage's status
     frames.zarr/<id>  flow.zarr/<id>  idt.zarr/<id>      per-video arrays (decode, flow, idt)
     fv_model/fisher_model.npz                           PCA + GMM + count sketch (fv_fit)
-    fv_parts.zarr/<key>  fv.zarr  fv_index.parquet      Fisher vectors per batch, gathered (fv_encode)
+    fv_parts.zarr/<key>  fv.zarr                        Fisher vectors per batch, gathered (fv_encode)
     clusters.parquet                                    k-means runs (cluster)
     pseudo_labels.parquet  supervised_labels.parquet    student targets (pseudo_label, student_train)
     checkpoints/<stage>/last.pt  history.parquet  test_predictions.parquet      training stages
@@ -63,8 +64,10 @@ class RunLayout:
         """The per-video array store ``frames``, ``flow`` or ``idt``, committed by its stage's markers."""
         if name not in ARRAY_STORES:
             raise ValueError(f"unknown array store {name!r}; expected one of {sorted(ARRAY_STORES)}")
-        group, stage, cname = ARRAY_STORES[name]
-        return VideoArrayStore(self.path(group), self.markers(stage), chunk_frames=chunk_frames, cname=cname)
+        group, stage, cname, dimensions = ARRAY_STORES[name]
+        return VideoArrayStore(
+            self.path(group), self.markers(stage), chunk_frames, cname, dimension_names=dimensions
+        )
 
     @property
     def fisher_model(self) -> str:
@@ -77,10 +80,6 @@ class RunLayout:
     @property
     def fv_vectors(self) -> str:
         return self.path("fv.zarr")
-
-    @property
-    def fv_index(self) -> str:
-        return self.path("fv_index.parquet")
 
     @property
     def clusters(self) -> str:

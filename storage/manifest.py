@@ -9,7 +9,6 @@ from motionfit.storage.markers import StageMarkers
 from motionfit.storage.tables import read_table, table_exists, write_table
 
 BASE_COLUMNS = ("video_id", "dataset", "path", "label", "label_index", "split", "status", "error")
-VIDEO_COLUMNS = ("n_frames", "fps", "height", "width")
 
 
 def status_column(stage: str) -> str:

@@ -18,7 +18,8 @@ mmaction2 does).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,32 @@ def frame_counts(layout: RunLayout, video_ids: Sequence[str], modalities: Sequen
             lengths = [s.shape(video_id)[0] - (m == "rgb") for s, m in zip(stores, modalities, strict=True)]
             counts[video_id] = max(min(lengths), 1)
     return counts
+
+
+def video_means(clip_values: Any, clip_video_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The clip-to-video aggregation of every stage: clip rows averaged per video (softmax scores of the test
+    clips, logits of pseudo-labelled clips, features of retrieval clips).
+
+    ``clip_values`` ``[N, ...]`` float; ``clip_video_ids`` ``[N]``. Returns the video ids in order of first
+    appearance and ``[V, ...]`` float64 means in that order.
+    """
+    clip_values = np.asarray(clip_values, dtype=np.float64)
+    ids = np.asarray(clip_video_ids)
+    if ids.ndim != 1 or ids.shape[0] != clip_values.shape[0]:
+        raise ValueError(
+            f"clip_video_ids has shape {ids.shape}; expected [{clip_values.shape[0]}] (one id per clip row)"
+        )
+    unique, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    video_index = rank[inverse]
+    flat = clip_values.reshape(clip_values.shape[0], -1)
+    sums = np.zeros((unique.size, flat.shape[1]))
+    np.add.at(sums, video_index, flat)
+    counts = np.bincount(video_index, minlength=unique.size)[:, None]
+    means = (sums / counts).reshape((unique.size, *clip_values.shape[1:]))
+    return [str(v) for v in unique[order]], means
 
 
 def labelled_videos(manifest: pd.DataFrame, split: str = "train") -> pd.DataFrame:
@@ -362,3 +389,55 @@ def make_loader(
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+@dataclass
+class ClipLoader:
+    """A clip data set with its sampler and DataLoader; iterate it for batches, call :meth:`set_epoch` before
+    each training epoch."""
+
+    dataset: ClipDataset
+    sampler: EpochSampler
+    loader: DataLoader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.loader)
+
+
+def clip_loader(
+    dataset: ClipDataset,
+    batch_size: int,
+    device: torch.device,
+    *,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    num_samples: int | None = None,
+) -> ClipLoader:
+    """The loader of every training and inference stage: ``dataset`` in the order of an :class:`EpochSampler`
+    seeded with ``seed`` (shuffled per epoch, or in order), batches of ``batch_size``. A shuffled (training)
+    loader drops its last partial batch when the data set holds more than one batch."""
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, num_samples=num_samples)
+    drop_last = shuffle and len(dataset) > batch_size
+    loader = make_loader(dataset, batch_size, sampler, device, num_workers, drop_last=drop_last, seed=seed)
+    return ClipLoader(dataset, sampler, loader)
+
+
+def video_clip_keys(
+    layout: RunLayout,
+    video_ids: Sequence[str],
+    modalities: Sequence[str],
+    clip_length: int,
+    clips_per_video: int,
+    frame_stride: int = 1,
+) -> pd.DataFrame:
+    """The clip keys of ``video_ids`` readable in every one of ``modalities``: ``clips_per_video`` evenly
+    spaced clips of ``clip_length`` frames each (see :func:`clip_keys`)."""
+    counts = frame_counts(layout, list(video_ids), modalities)
+    return clip_keys(counts, clip_span(clip_length, frame_stride), clips_per_video)

@@ -1,6 +1,7 @@
 """Decode videos to RGB frames with the short side resized, and store them per video in ``frames.zarr``.
 
-Decoding uses ``cv2.VideoCapture`` (the fastest decoder measured here, see FACTS.md) and resizes with
+Decoding uses ``cv2.VideoCapture`` (the fastest decoder measured on 320x240 H.264: about 4000 frames/s against
+decord's 3200, torchcodec's 2500 and PyAV's 1700) and resizes with
 ``INTER_LINEAR``: ``INTER_AREA`` at non-integer factors costs more than the decoding itself. Frames that are
 dropped (stride, frame-rate cap) are only grabbed, never converted, and reading stops at ``max_frames``.
 """
@@ -17,6 +18,10 @@ import numpy as np
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
+
+CODE_VERSION = 1
+"""Version of this stage's computation, part of its cache and per-video input keys: bump it when a change
+alters what the stage writes, and the next run recomputes this stage and what reads its output."""
 
 
 class VideoDecodeError(RuntimeError):
@@ -144,6 +149,6 @@ def decode_videos(
     def key_of(video_id: str) -> str:
         path = Path(paths[video_id])
         stat = path.stat() if path.exists() else None
-        return inputs_key(config, str(path), stat and (stat.st_size, stat.st_mtime_ns))
+        return inputs_key(CODE_VERSION, config, str(path), stat and (stat.st_size, stat.st_mtime_ns))
 
     return map_videos([video_id for video_id, _ in videos], store.markers, process, key_of)

@@ -5,7 +5,7 @@ A video shows one textured object over a textured background. Its class is the o
 oscillation); everything else (shape, texture, colours, size, mid-clip position and orientation,
 background, camera pan, noise) is drawn from a random stream that never sees the class. With an odd
 number of frames the middle frame of a video is therefore identical whatever its class: appearance
-carries no class information and motion is the only cue (see FACTS.md, "The synthetic motion data set").
+carries no class information and motion is the only cue.
 
 Every video is rendered from its own seed, derived from (global seed, role, index), so generation runs in
 any order, in parallel, and resumes after a crash: a video file appears under its final name only once
@@ -68,22 +68,6 @@ _MP4_FOURCC = "mp4v"
 
 class SynthError(RuntimeError):
     """Raised when the synthetic data set cannot be written (encoder failure, conflicting folder)."""
-
-
-def tiny_config(seed: int = 0) -> SynthConfig:
-    """Tests and the 10-minute demo: 5 classes, 6 train + 4 test + 12 source videos per class, 16x64x64."""
-    return SynthConfig(
-        seed=seed,
-        classes=["TranslateLeft", "TranslateUp", "RotateClockwise", "ZoomIn", "CircularPath"],
-        n_train_per_class=6,
-        n_test_per_class=4,
-        n_source_per_class=12,
-    )
-
-
-def small_config(seed: int = 0) -> SynthConfig:
-    """The scale measured in FACTS.md: 10 classes, 12 train + 10 test + 60 source videos per class."""
-    return SynthConfig(seed=seed)
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,15 @@ retrieval protocol of VCOP, MotionFit and CMPL. :func:`extract_features` takes c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.clips import (
-    ClipDataset,
-    EpochSampler,
-    clip_keys,
-    clip_span,
-    frame_counts,
-    make_loader,
-)
+from motionfit.tasks.data.clips import ClipDataset, clip_loader, video_clip_keys, video_means
 from motionfit.tasks.data.transforms import ClipTransform
-from motionfit.tasks.evaluation.metrics import mean_per_video
 from motionfit.tasks.training.loop import predict_clips, resolve_device
 
 RETRIEVAL_CLIPS = 10
@@ -34,31 +26,6 @@ RETRIEVAL_CLIPS = 10
 
 def _pooled_features(network: nn.Module, clips: Tensor) -> Tensor:
     return network.features(clips)
-
-
-@torch.inference_mode()
-def extract_features(
-    model: nn.Module,
-    clips: Tensor | Iterable[Tensor],
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-) -> np.ndarray:
-    """Pooled conv5 features ``[N, D] float32`` (``model.features``, eval mode) of clips given as one tensor
-    ``[N, C, T, H, W]`` (split into batches of ``batch_size``) or as an iterable of such batches; rows keep
-    the clips' order."""
-    if isinstance(clips, Tensor):
-        if clips.ndim != 5:
-            raise ValueError(f"clips has shape {tuple(clips.shape)}; expected [N, C, T, H, W]")
-        clips = clips.split(batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = [_pooled_features(model, batch.to(device)).float().cpu() for batch in clips]
-    finally:
-        model.train(was_training)
-    if not outputs:
-        raise ValueError("clips holds no batch")
-    return torch.cat(outputs).numpy()
 
 
 def video_features(
@@ -80,14 +47,13 @@ def video_features(
     (the clip data set logs them), the others keep their order.
     """
     device = resolve_device(device)
-    counts = frame_counts(layout, list(video_ids), (modality,))
-    keys = clip_keys(counts, clip_span(clip_length, frame_stride), n_clips)
+    keys = video_clip_keys(layout, video_ids, (modality,), clip_length, n_clips, frame_stride)
     dataset = ClipDataset(
         layout, keys, (modality,), clip_length, ClipTransform(crop_size=crop_size), frame_stride=frame_stride
     )
-    loader = make_loader(dataset, batch_size, EpochSampler(len(dataset), shuffle=False), device, num_workers)
+    loader = clip_loader(dataset, batch_size, device, shuffle=False, num_workers=num_workers)
     items, _, features = predict_clips(model.to(device), loader, device, modality, forward=_pooled_features)
-    ids, means = mean_per_video(features, keys["video_id"].to_numpy()[items])
+    ids, means = video_means(features, keys["video_id"].to_numpy()[items])
     return ids, means.astype(np.float32)
 
 

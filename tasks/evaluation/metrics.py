@@ -50,31 +50,6 @@ def _as_matrix(name: str, values: Any) -> np.ndarray:
     return values
 
 
-def mean_per_video(clip_values: Any, clip_video_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Average clip rows per video, e.g. softmax scores of the 5 test clips or features of 10 clips.
-
-    ``clip_values`` ``[N, ...]`` float; ``clip_video_ids`` ``[N]``. Returns the video ids in order of first
-    appearance and ``[V, ...]`` float64 means in that order.
-    """
-    clip_values = np.asarray(clip_values, dtype=np.float64)
-    ids = np.asarray(clip_video_ids)
-    if ids.ndim != 1 or ids.shape[0] != clip_values.shape[0]:
-        raise ValueError(
-            f"clip_video_ids has shape {ids.shape}; expected [{clip_values.shape[0]}] (one id per clip row)"
-        )
-    unique, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    video_index = rank[inverse]
-    flat = clip_values.reshape(clip_values.shape[0], -1)
-    sums = np.zeros((unique.size, flat.shape[1]))
-    np.add.at(sums, video_index, flat)
-    counts = np.bincount(video_index, minlength=unique.size)[:, None]
-    means = (sums / counts).reshape((unique.size, *clip_values.shape[1:]))
-    return [str(v) for v in unique[order]], means
-
-
 def video_top1(video_probs: Any, labels: Any) -> float:
     """Video-level top-1 accuracy in percent: ``video_probs`` ``[V, K]`` (clip softmax averaged per video),
     ``labels`` ``[V]`` int class indices."""
@@ -161,9 +136,10 @@ def retrieval_recall_at_k(
     """Nearest-neighbour video retrieval recall R@k in percent (the protocol of VCOP, MotionFit and CMPL).
 
     Test videos query training videos by cosine similarity of pooled conv5 features (the caller averages the
-    features of 10 clips per video, :func:`mean_per_video`): a query is a hit at k when any of its k nearest
-    gallery videos has the query's class. ``query_feats`` ``[Q, D]``, ``gallery_feats`` ``[G, D]`` float,
-    labels int ``[Q]``/``[G]``. A k above G counts the whole gallery. Ties in similarity keep gallery order.
+    features of 10 clips per video, :func:`~motionfit.tasks.data.clips.video_means`): a query is a hit at k
+    when any of its k nearest gallery videos has the query's class. ``query_feats`` ``[Q, D]``,
+    ``gallery_feats`` ``[G, D]`` float, labels int ``[Q]``/``[G]``. A k above G counts the whole gallery. Ties
+    in similarity keep gallery order.
     """
     query = _as_matrix("query_feats", query_feats)
     gallery = _as_matrix("gallery_feats", gallery_feats)
@@ -241,13 +217,6 @@ def linear_probe_fewshot(
             }
         )
     return pd.DataFrame(rows)
-
-
-def percent_of_supervised(value: float, supervised_value: float) -> float:
-    """``value`` as a percentage of the fully supervised result (the "% sup." column of the papers)."""
-    if not supervised_value > 0:
-        raise ValueError(f"supervised_value must be positive, got {supervised_value}")
-    return 100.0 * value / supervised_value
 
 
 def percent_of_supervised_frame(
@@ -334,18 +303,6 @@ def student_inference_cost(
         params_m=float(student_params) / 1e6,
         network_seconds_per_clip=network_seconds_per_clip,
     )
-
-
-def flow_seconds_per_pair(video_seconds: Sequence[float], video_frame_counts: Sequence[int]) -> float:
-    """Mean TV-L1 seconds per frame pair from the flow stage's per-video compute times and frame counts."""
-    seconds = np.asarray(video_seconds, dtype=np.float64)
-    pairs = np.asarray(video_frame_counts, dtype=np.int64) - 1
-    if seconds.shape != pairs.shape or seconds.size == 0 or pairs.min() < 1:
-        raise ValueError(
-            f"video_seconds {seconds.shape} and video_frame_counts {pairs.shape} must have the same non-zero "
-            "length and every video at least 2 frames"
-        )
-    return float(seconds.sum() / pairs.sum())
 
 
 def metrics_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

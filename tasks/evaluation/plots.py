@@ -84,8 +84,8 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], url: str) -> str
     """Loss and accuracy per epoch of each training stage.
 
     ``histories`` maps a stage name (``teacher``, ``student``, ``finetune``, ...) to its per-epoch table with
-    an ``epoch`` column; every column whose name contains ``loss`` goes to the left panel, every column
-    containing ``acc`` to the right one. The figure is 1000 x 400 pixels.
+    an ``epoch`` column; every column whose name contains ``loss`` goes to the left panel, every accuracy (a
+    name containing ``top1`` or ``acc``, in percent) to the right one. The figure is 1000 x 400 pixels.
     """
     figure = _figure(10.0, 4.0)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
@@ -95,7 +95,8 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], url: str) -> str
                 f"history of stage {stage!r} has columns {list(history.columns)}; expected 'epoch'"
             )
         for column in history.columns:
-            target = loss_axes if "loss" in column else accuracy_axes if "acc" in column else None
+            is_accuracy = "top1" in column or "acc" in column
+            target = loss_axes if "loss" in column else accuracy_axes if is_accuracy else None
             if target is not None:
                 style = "--" if column.startswith("val") else "-"
                 target.plot(history["epoch"], history[column], style, marker=".", label=f"{stage} {column}")

@@ -19,7 +19,7 @@ from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists
 from motionfit.tasks.data.clips import labelled_videos
 from motionfit.tasks.data.transforms import centre_box, crop_resize, normalise
-from motionfit.tasks.evaluation.features import video_features
+from motionfit.tasks.evaluation.features import forward_seconds_per_clip, video_features
 from motionfit.tasks.evaluation.gradcam import grad_cam
 from motionfit.tasks.evaluation.metrics import (
     confusion_matrix,
@@ -264,11 +264,12 @@ def evaluate_run(
             channels = 2 if network.modality == "flow" else 3
             shape = (channels, network.clip_length, network.crop_size, network.crop_size)
             gmacs, params = count_complexity(network.model, shape)
+            seconds = forward_seconds_per_clip(network.model, shape, device=device)
             if method == "teacher":
                 per_pair = flow_seconds_per_pair(layout, list(test["video_id"]), config.flow)
-                cost = teacher_inference_cost(gmacs, params, per_pair, network.clip_length)
+                cost = teacher_inference_cost(gmacs, params, per_pair, network.clip_length, seconds)
             else:
-                cost = student_inference_cost(gmacs, params, method=method)
+                cost = student_inference_cost(gmacs, params, seconds, method=method)
             records += cost.records("test", seed)
         if method == main_method:
             result.frames, result.resolution = network.clip_length, network.crop_size
@@ -333,7 +334,7 @@ def _diagnostics(
                     {
                         "method": "motionfit",
                         "metric": metric,
-                        "value": 100.0 * accuracy[name],
+                        "value": accuracy[name],
                         "split": "source",
                     }
                 )

@@ -8,6 +8,11 @@ from motionfit.tasks.idt.extractor import extract_trajectories
 from motionfit.tasks.motion.codec import dequantize_flow, stored_flow_bound
 from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
+CODE_VERSION = 1
+"""Version of the IDT computation (this module and the extractor it calls), part of the stage's cache and
+per-video input keys: bump it when a change alters the trajectories, and the next run recomputes them and
+the Fisher vectors."""
+
 
 def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfig) -> list[VideoOutcome]:
     """Extract IDT for each uncommitted video of ``video_ids`` from its stored frames.
@@ -36,6 +41,7 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
     def key_of(video_id: str) -> str:
         upstream = [frames_store.markers] + ([flow_store.markers] if config.mode == "pipeline" else [])
         return inputs_key(
+            CODE_VERSION,
             config,
             [m.committed_info(video_id)["time"] if m.is_committed(video_id) else None for m in upstream],
         )

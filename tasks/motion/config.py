@@ -47,5 +47,6 @@ class FlowConfig(BaseModel):
     threads_per_worker: int = Field(
         1,
         ge=1,
-        description="OpenCV threads (process-wide) while computing; run N workers x 1 thread (FACTS.md).",
+        description="OpenCV threads (process-wide) while computing: two threads speed TV-L1 up by at most "
+        "1.8x while separate workers scale linearly, so run N workers x 1 thread.",
     )

@@ -26,6 +26,10 @@ from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 _opencv_threads_lock = threading.Lock()
 
+CODE_VERSION = 1
+"""Version of this stage's computation, part of its cache and per-video input keys: bump it when a change
+alters what the stage writes, and the next run recomputes this stage and what reads its output."""
+
 
 def create_tvl1(config: FlowConfig) -> cv2.optflow.DualTVL1OpticalFlow:
     """An OpenCV DualTVL1 solver with the parameters of ``config`` (not thread-safe: one per worker)."""
@@ -99,7 +103,9 @@ def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -
     def key_of(video_id: str) -> str:
         frames = frames_store.markers
         return inputs_key(
-            settings, frames.committed_info(video_id)["time"] if frames.is_committed(video_id) else None
+            CODE_VERSION,
+            settings,
+            frames.committed_info(video_id)["time"] if frames.is_committed(video_id) else None,
         )
 
     return map_videos(video_ids, flow_store.markers, process, key_of)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -39,6 +39,10 @@ from motionfit.tasks.prior.pca import PcaProjection, fit_pca
 from motionfit.tasks.prior.sketch import CountSketch, count_sketch, make_count_sketch
 
 logger = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+"""Version of the Fisher-vector fit and encoding (the fv_fit and fv_encode stages), part of their cache keys:
+bump it when a change alters the model or the vectors, and the next run recomputes both and the clusters."""
 
 MODEL_FORMAT_VERSION = 2
 """Version 2 stores the IDT row layout; version 1 files hold models of the reference's 436 columns."""
@@ -242,14 +246,6 @@ def fisher_vector(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
 def encode_video(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
     """Count-sketched Fisher vector ``[sketch_dim] float32`` of one video's IDT rows ``[N, D]``."""
     return count_sketch(fisher_vector(descriptors, model), model.sketch)
-
-
-def encode_videos(videos: Iterable[np.ndarray], model: FisherModel) -> np.ndarray:
-    """Count-sketched Fisher vectors ``[V, sketch_dim] float32`` of several videos' IDT arrays."""
-    vectors = [fisher_vector(descriptors, model) for descriptors in videos]
-    if not vectors:
-        return np.zeros((0, model.sketch.sketch_dim), dtype=np.float32)
-    return count_sketch(np.stack(vectors), model.sketch)
 
 
 def save_fisher_model(model: FisherModel, file: str | os.PathLike[str] | BinaryIO) -> None:

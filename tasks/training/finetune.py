@@ -24,13 +24,11 @@ from motionfit.storage.tables import write_table
 from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    EpochSampler,
-    clip_keys,
-    clip_span,
-    frame_counts,
+    clip_loader,
     labelled_videos,
-    make_loader,
     num_classes,
+    video_clip_keys,
+    video_means,
 )
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import FinetuneConfig
@@ -58,6 +56,10 @@ from motionfit.tasks.training.loop import (
 )
 
 logger = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+"""Version of this stage's computation, part of its cache key: bump it when a change alters what the stage
+writes, and the next run recomputes this stage and what reads its output."""
 
 
 def _initial_network(
@@ -94,8 +96,8 @@ def _clip_dataset(
     frame_stride: int = 1,
     seed: int = 0,
 ) -> ClipDataset:
-    counts = frame_counts(layout, videos["video_id"].tolist(), (modality,))
-    keys = clip_keys(counts, clip_span(clip_length, frame_stride), clips_per_video)
+    video_ids = videos["video_id"]
+    keys = video_clip_keys(layout, video_ids, (modality,), clip_length, clips_per_video, frame_stride)
     return ClipDataset(
         layout,
         keys,
@@ -135,12 +137,11 @@ def predict_videos(
     dataset = _clip_dataset(
         layout, videos, modality, clip_length, n_clips, ClipTransform(crop_size=crop_size), frame_stride
     )
-    loader = make_loader(dataset, batch_size, EpochSampler(len(dataset), shuffle=False), device, num_workers)
+    loader = clip_loader(dataset, batch_size, device, shuffle=False, num_workers=num_workers)
     items, _, logits = predict_clips(model, loader, device, modality, amp)
     probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    video_of_clip = dataset.keys["video_id"].to_numpy()[items]
-    averaged = pd.DataFrame(probabilities).groupby(video_of_clip, sort=False).mean()
-    return averaged.index.tolist(), averaged.to_numpy(dtype=np.float32)
+    ids, means = video_means(probabilities, dataset.keys["video_id"].to_numpy()[items])
+    return ids, means.astype(np.float32)
 
 
 def finetune(
@@ -183,15 +184,8 @@ def finetune(
         config.frame_stride,
         config.seed,
     )
-    sampler = EpochSampler(len(train_set), seed=config.seed)
-    loader = make_loader(
-        train_set,
-        config.batch_size,
-        sampler,
-        device,
-        config.num_workers,
-        drop_last=len(train_set) > config.batch_size,
-        seed=config.seed,
+    loader = clip_loader(
+        train_set, config.batch_size, device, shuffle=True, num_workers=config.num_workers, seed=config.seed
     )
     val_videos = labelled_videos(manifest, config.val_split)
     val_loader = None
@@ -199,9 +193,7 @@ def finetune(
         val_set = _clip_dataset(
             layout, val_videos, modality, config.clip_length, 1, clip_transform(config, train=False)
         )
-        val_loader = make_loader(
-            val_set, config.batch_size, EpochSampler(len(val_set), shuffle=False), device
-        )
+        val_loader = clip_loader(val_set, config.batch_size, device, shuffle=False)
     optimizer = make_optimizer(network.parameters(), config)
     if config.schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -215,11 +207,11 @@ def finetune(
     def step(batch: dict[str, Any]) -> StepOutput:
         logits = network(clips_as_batch(batch[modality], amp))  # [B, 1, C, T, H, W] video items
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
-        accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
+        accuracy = 100.0 * (logits.argmax(dim=1) == batch["label"]).float().mean()
         return StepOutput(loss, {"train_top1": accuracy}, n_clips=logits.shape[0])
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
         per_iteration = None if config.schedule == "plateau" else scheduler
         metrics = train_one_epoch(
             network, step, optimizer, per_iteration, loader, device, epoch, scaler, amp=amp, channels_last=amp
@@ -269,7 +261,8 @@ def finetune(
             ),
         )
         summary.update(
-            test_top1=float((probabilities.argmax(axis=1) == labels).mean()), n_test_videos=len(video_ids)
+            test_top1=float(100.0 * (probabilities.argmax(axis=1) == labels).mean()),
+            n_test_videos=len(video_ids),
         )
     logger.info("fine-tuning done: %s", summary)
     return summary

@@ -36,6 +36,7 @@ from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists, write_table
+from motionfit.tasks.data.clips import ClipLoader, video_means
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import RESUME_IGNORED_FIELDS, TrainingConfig
 
@@ -315,36 +316,32 @@ def predict_clips(
 
 
 def video_accuracy(item_video: np.ndarray, labels: np.ndarray, clip_logits: np.ndarray) -> float:
-    """Top-1 of videos whose clip softmax scores are summed (torchvision's video-level accuracy).
+    """Top-1 (%) of videos whose clip softmax scores are averaged (torchvision's video-level accuracy).
 
     ``item_video [N]``: a video id (or index) per clip, ``labels [N]``, ``clip_logits [N, K]``.
     """
     probabilities = torch.softmax(torch.from_numpy(clip_logits), dim=1).numpy()
-    frame = pd.DataFrame(probabilities).groupby(item_video, sort=False).sum()
-    video_labels = pd.Series(labels).groupby(item_video, sort=False).first().loc[frame.index]
-    return float((frame.to_numpy().argmax(axis=1) == video_labels.to_numpy()).mean())
+    video_ids, means = video_means(probabilities, item_video)
+    video_labels = pd.Series(labels).groupby(np.asarray(item_video), sort=False).first().loc[video_ids]
+    return float(100.0 * (means.argmax(axis=1) == video_labels.to_numpy()).mean())
 
 
-def evaluate(
+def validate(
     model: nn.Module,
-    data_loader: Iterable[dict[str, Any]],
+    clips: ClipLoader,
     device: torch.device,
     modality: str,
-    video_of_item: np.ndarray,
     amp: bool = False,
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """Clip loss and top-1 and video-level top-1 (summed clip softmax) of a classifier on labelled clips.
-
-    ``video_of_item [n_items]`` maps the loader's item indices to videos (for clip items, the key rows'
-    ``video_id``).
-    """
-    items, labels, logits = predict_clips(model, data_loader, device, modality, amp, channels_last)
+    """Clip loss, clip top-1 and video-level top-1 (%, clip softmax averaged per video) of a classifier on
+    the labelled clip items of ``clips``."""
+    items, labels, logits = predict_clips(model, clips, device, modality, amp, channels_last)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     return {
         "loss": loss,
-        "clip_top1": float((logits.argmax(axis=1) == labels).mean()),
-        "video_top1": video_accuracy(np.asarray(video_of_item)[items], labels, logits),
+        "clip_top1": float(100.0 * (logits.argmax(axis=1) == labels).mean()),
+        "video_top1": video_accuracy(clips.dataset.keys["video_id"].to_numpy()[items], labels, logits),
     }
 
 

@@ -23,12 +23,10 @@ from motionfit.storage.tables import write_table
 from motionfit.tasks.data.clips import (
     CLIP_KEY_COLUMNS,
     ClipDataset,
-    EpochSampler,
-    clip_keys,
-    clip_span,
-    frame_counts,
-    make_loader,
+    clip_loader,
     unlabelled_videos,
+    video_clip_keys,
+    video_means,
 )
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import PseudoLabelConfig, TargetMode
@@ -42,7 +40,9 @@ from motionfit.tasks.training.loop import (
 
 logger = logging.getLogger(__name__)
 
-PSEUDO_LABEL_COLUMNS = [*CLIP_KEY_COLUMNS, "logits"]
+CODE_VERSION = 1
+"""Version of this stage's computation, part of its cache key: bump it when a change alters what the stage
+writes, and the next run recomputes this stage and what reads its output."""
 
 
 def pseudo_targets(
@@ -97,8 +97,7 @@ def generate_pseudo_labels(
     video_ids = unlabelled_videos(manifest)
     if not video_ids:
         raise ValueError("manifest has no unlabelled (source) videos to pseudo-label")
-    counts = frame_counts(layout, video_ids, ("flow",))
-    keys = clip_keys(counts, clip_span(clip_length, frame_stride), config.clips_per_video)
+    keys = video_clip_keys(layout, video_ids, ("flow",), clip_length, config.clips_per_video, frame_stride)
     dataset = ClipDataset(
         layout,
         keys,
@@ -107,21 +106,20 @@ def generate_pseudo_labels(
         ClipTransform(crop_size=teacher_config["crop_size"]),
         frame_stride=frame_stride,
     )
-    loader = make_loader(
-        dataset, config.batch_size, EpochSampler(len(dataset), shuffle=False), device, config.num_workers
-    )
+    loader = clip_loader(dataset, config.batch_size, device, shuffle=False, num_workers=config.num_workers)
     items, _, logits = predict_clips(teacher, loader, device, "flow", amp, channels_last=amp)
     order = np.argsort(items, kind="stable")
     logits = logits[order]
     if config.level == "video":
-        video_means = pd.DataFrame(logits).groupby(keys["video_id"].to_numpy(), sort=False).transform("mean")
-        logits = video_means.to_numpy(dtype=np.float32)
+        clip_videos = keys["video_id"].to_numpy()
+        video_ids, means = video_means(logits, clip_videos)
+        logits = means[pd.Index(video_ids).get_indexer(clip_videos)].astype(np.float32)
     table = keys[CLIP_KEY_COLUMNS].assign(logits=list(logits.astype(np.float32)))
     write_table(layout.pseudo_labels, table)
     logger.info(
         "pseudo-labelled %d clips of %d videos (%s level) with %s",
         len(table),
-        len(counts),
+        keys["video_id"].nunique(),
         config.level,
         checkpoint_url(layout, config.teacher_stage),
     )
@@ -132,8 +130,8 @@ def pseudo_label_accuracy(pseudo_labels: pd.DataFrame, manifest: pd.DataFrame) -
     """Accuracy of the pseudo-labels against the held-out labels of the unlabelled videos (diagnostics only).
 
     ``heldout_label`` holds class names (mapped to the target's ``label_index`` through its ``label``
-    column) or class indices. Returns ``{clip_top1, video_top1, n_clips, n_videos}`` (NaN accuracies and
-    zero counts when no labelled video is pseudo-labelled).
+    column) or class indices. Returns ``{clip_top1, video_top1, n_clips, n_videos}`` (accuracies in percent;
+    NaN accuracies and zero counts when no labelled video is pseudo-labelled).
     """
     empty = {"clip_top1": float("nan"), "video_top1": float("nan"), "n_clips": 0, "n_videos": 0}
     if "heldout_label" not in manifest:
@@ -149,11 +147,11 @@ def pseudo_label_accuracy(pseudo_labels: pd.DataFrame, manifest: pd.DataFrame) -
         return empty
     logits = logits_matrix(rows)
     labels = truth.loc[rows["video_id"]].to_numpy().astype(np.int64)
-    video_logits = pd.DataFrame(logits).groupby(rows["video_id"].to_numpy(), sort=False).mean()
-    video_labels = truth.loc[video_logits.index].to_numpy().astype(np.int64)
+    video_ids, video_logits = video_means(logits, rows["video_id"].to_numpy())
+    video_labels = truth.loc[video_ids].to_numpy().astype(np.int64)
     return {
-        "clip_top1": float((logits.argmax(axis=1) == labels).mean()),
-        "video_top1": float((video_logits.to_numpy().argmax(axis=1) == video_labels).mean()),
+        "clip_top1": float(100.0 * (logits.argmax(axis=1) == labels).mean()),
+        "video_top1": float(100.0 * (video_logits.argmax(axis=1) == video_labels).mean()),
         "n_clips": len(rows),
-        "n_videos": len(video_logits),
+        "n_videos": len(video_ids),
     }

@@ -12,7 +12,7 @@ import pandas as pd
 
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import write_table
-from motionfit.tasks.data.clips import CLIP_KEY_COLUMNS, clip_keys, clip_span, frame_counts
+from motionfit.tasks.data.clips import CLIP_KEY_COLUMNS, video_clip_keys
 
 ONE_HOT_LOGIT = 20.0
 """Logit of the true class (others 0): softmax puts > 0.99999 on it, argmax is the label."""
@@ -34,8 +34,7 @@ def supervised_label_table(
         raise ValueError(
             "no source video has a held-back label among the target classes: no supervised bound"
         )
-    counts = frame_counts(layout, list(source["video_id"]), ("rgb",))
-    keys = clip_keys(counts, clip_span(clip_length, frame_stride), clips_per_video)
+    keys = video_clip_keys(layout, source["video_id"], ("rgb",), clip_length, clips_per_video, frame_stride)
     labels = keys["video_id"].map(dict(zip(source["video_id"], source["heldout_label"], strict=True)))
     logits = np.zeros((len(keys), n_classes), np.float32)
     logits[np.arange(len(keys)), labels.map(class_index).to_numpy(dtype=np.int64)] = ONE_HOT_LOGIT

@@ -21,13 +21,11 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    EpochSampler,
-    clip_keys,
-    clip_span,
-    frame_counts,
+    ClipLoader,
+    clip_loader,
     labelled_videos,
-    make_loader,
     num_classes,
+    video_clip_keys,
 )
 from motionfit.tasks.methods import TEACHER_STAGE
 from motionfit.tasks.training.config import TeacherConfig
@@ -38,7 +36,6 @@ from motionfit.tasks.training.loop import (
     checkpoint_url,
     clip_transform,
     clips_as_batch,
-    evaluate,
     fit,
     last_metrics,
     make_lr_scheduler,
@@ -50,9 +47,14 @@ from motionfit.tasks.training.loop import (
     seed_everything,
     train_one_epoch,
     use_amp,
+    validate,
 )
 
 logger = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+"""Version of this stage's computation, part of its cache key: bump it when a change alters what the stage
+writes, and the next run recomputes this stage and what reads its output."""
 
 
 def _loader(
@@ -61,13 +63,14 @@ def _loader(
     config: TeacherConfig,
     device: torch.device,
     train: bool,
-) -> tuple[ClipDataset, Any, EpochSampler]:
-    span = clip_span(config.clip_length, config.frame_stride)
-    counts = frame_counts(layout, videos["video_id"].tolist(), ("flow",))
+) -> ClipLoader:
+    """Training: videos of R clips around R evenly spaced starts; validation: centre clips."""
     clips = config.clips_per_video if train else config.eval_clips_per_video
+    video_ids = videos["video_id"]
+    keys = video_clip_keys(layout, video_ids, ("flow",), config.clip_length, clips, config.frame_stride)
     dataset = ClipDataset(
         layout,
-        clip_keys(counts, span, clips),
+        keys,
         ("flow",),
         config.clip_length,
         clip_transform(config, train),
@@ -78,18 +81,10 @@ def _loader(
         labels=dict(zip(videos["video_id"], videos["label_index"], strict=True)),
         seed=config.seed,
     )
-    sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=train)
     batch_size = config.batch_size if train else config.batch_size * config.clips_per_video
-    loader = make_loader(
-        dataset,
-        batch_size,
-        sampler,
-        device,
-        config.num_workers,
-        drop_last=train and len(dataset) > batch_size,
-        seed=config.seed,
+    return clip_loader(
+        dataset, batch_size, device, shuffle=train, num_workers=config.num_workers, seed=config.seed
     )
-    return dataset, loader, sampler
 
 
 def train_teacher(
@@ -114,9 +109,9 @@ def train_teacher(
     seed_everything(config.seed)
     args = model_args(config, MODALITY_CHANNELS["flow"], n_classes)
     model = prepare_model(build_model(**args), device, amp)
-    train_set, train_loader, train_sampler = _loader(layout, train_videos, config, device, train=True)
+    train_loader = _loader(layout, train_videos, config, device, train=True)
     eval_videos = labelled_videos(manifest, config.eval_split)
-    eval_parts = _loader(layout, eval_videos, config, device, train=False) if len(eval_videos) else None
+    eval_loader = _loader(layout, eval_videos, config, device, train=False) if len(eval_videos) else None
     optimizer = make_optimizer(model.parameters(), config)
     scheduler = make_lr_scheduler(optimizer, len(train_loader), config)
     scaler = make_scaler(config, device)
@@ -126,25 +121,16 @@ def train_teacher(
         clips = batch["flow"]  # [B, R, 2, T, H, W]
         logits = model(clips_as_batch(clips, amp)).view(clips.shape[0], clips.shape[1], -1)
         loss = multi_clip_cross_entropy(logits.float(), batch["label"])
-        accuracy = (logits.mean(dim=1).argmax(dim=1) == batch["label"]).float().mean()
+        accuracy = 100.0 * (logits.mean(dim=1).argmax(dim=1) == batch["label"]).float().mean()
         return StepOutput(loss, {"train_video_top1": accuracy}, n_clips=clips.shape[0] * clips.shape[1])
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        train_sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
         metrics = train_one_epoch(
             model, step, optimizer, scheduler, train_loader, device, epoch, scaler, amp=amp, channels_last=amp
         )
-        if eval_parts is not None:
-            eval_set, eval_loader, _ = eval_parts
-            scores = evaluate(
-                model,
-                eval_loader,
-                device,
-                "flow",
-                eval_set.keys["video_id"].to_numpy(),
-                amp,
-                channels_last=amp,
-            )
+        if eval_loader is not None:
+            scores = validate(model, eval_loader, device, "flow", amp, channels_last=amp)
             metrics.update({f"{config.eval_split}_{name}": value for name, value in scores.items()})
         return metrics
 
@@ -154,7 +140,7 @@ def train_teacher(
         "stage": stage,
         "checkpoint": checkpoint_url(layout, stage),
         "epochs": len(history),
-        "n_videos": len(train_set),
+        "n_videos": len(train_loader.dataset),
         "num_classes": n_classes,
         "train_loss": final.get("loss"),
     }

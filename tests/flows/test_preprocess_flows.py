@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from motionfit.config import PipelineConfig
-from motionfit.flows.preprocess import decode_flow, ingest_flow, optical_flow_flow
+from motionfit.flows import preprocess
+from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.tasks.data.ingest import synthetic_data_config
-from motionfit.tasks.motion import tvl1 as optical_flow
+from motionfit.tasks.motion import tvl1
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def data_root(micro_synth_root: Path, tmp_path: Path) -> Path:
 
 def _count_flow_calls(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> list[int]:
     calls: list[int] = []
-    original = optical_flow.compute_tvl1_flow
+    original = tvl1.compute_tvl1_flow
 
     def counting(frames, config):
         calls.append(1)
@@ -46,7 +47,7 @@ def _count_flow_calls(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = 
             raise RuntimeError("simulated worker crash")
         return original(frames, config)
 
-    monkeypatch.setattr(optical_flow, "compute_tvl1_flow", counting)
+    monkeypatch.setattr(tvl1, "compute_tvl1_flow", counting)
     return calls
 
 
@@ -61,7 +62,7 @@ def test_broken_video_is_recorded_and_the_rest_completes(prefect_server, data_ro
     failed = manifest[manifest["status_decode"] == "failed"]
     assert len(failed) == 1
     assert "zz_broken.mp4" in failed["error"].iloc[0]
-    assert optical_flow_flow(config) == {"done": 15, "failed": 0, "failed_batches": 0}
+    assert tvl1_flow(config) == {"done": 15, "failed": 0, "failed_batches": 0}
 
 
 def test_flow_stage_resumes_exactly_the_missing_videos(
@@ -70,7 +71,7 @@ def test_flow_stage_resumes_exactly_the_missing_videos(
     reference = _config(data_root, tmp_path / "reference")
     ingest_flow(reference)
     decode_flow(reference)
-    optical_flow_flow(reference)
+    tvl1_flow(reference)
 
     config = _config(data_root, tmp_path / "run")
     ingest_flow(config)
@@ -78,15 +79,15 @@ def test_flow_stage_resumes_exactly_the_missing_videos(
     n_videos = len(RunLayout.at(config.run_root).markers("decode").committed_ids())
     with monkeypatch.context() as patch:
         _count_flow_calls(patch, fail_after=5)
-        first = optical_flow_flow(config)
+        first = tvl1_flow(config)
     assert first["done"] == 5
     assert first["failed"] == n_videos - 5
 
     calls = _count_flow_calls(monkeypatch)
-    second = optical_flow_flow(config)
+    second = tvl1_flow(config)
     assert len(calls) == n_videos - 5
     assert second == {"done": n_videos, "failed": 0, "failed_batches": 0}
-    third = optical_flow_flow(config)
+    third = tvl1_flow(config)
     assert len(calls) == n_videos - 5, "a finished stage must not recompute anything"
     assert third["done"] == n_videos
 
@@ -97,3 +98,27 @@ def test_flow_stage_resumes_exactly_the_missing_videos(
     assert resumed.committed_ids() == uninterrupted.committed_ids()
     for video_id in uninterrupted.committed_ids():
         np.testing.assert_array_equal(resumed.read(video_id), uninterrupted.read(video_id))
+
+
+def test_a_new_flow_code_version_misses_the_batch_cache_and_recomputes_only_the_flow(
+    prefect_server, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    config = _config(data_root, tmp_path / "run")
+    ingest_flow(config)
+    decode_flow(config)
+    tvl1_flow(config)
+    layout = RunLayout.at(config.run_root)
+    n_videos = len(layout.markers("flow").committed_ids())
+    frames_commits = {
+        video_id: layout.markers("decode").committed_info(video_id)["time"]
+        for video_id in layout.markers("decode").committed_ids()
+    }
+    calls = _count_flow_calls(monkeypatch)
+    monkeypatch.setattr(preprocess, "FLOW_CODE_VERSION", tvl1.CODE_VERSION + 1)
+    monkeypatch.setattr(tvl1, "CODE_VERSION", tvl1.CODE_VERSION + 1)
+    decode_flow(config)
+    assert tvl1_flow(config)["done"] == n_videos
+    assert len(calls) == n_videos, "every video's flow is recomputed under the new code version"
+    assert {
+        video_id: layout.markers("decode").committed_info(video_id)["time"] for video_id in frames_commits
+    } == frames_commits, "the frames are not"

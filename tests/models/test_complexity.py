@@ -11,7 +11,7 @@ def test_r2plus1d_18_gmacs_and_parameters() -> None:
     torch.manual_seed(0)
     reference = torchvision.models.video.r2plus1d_18(weights=None)
     reference_gmacs, reference_params = count_complexity(reference, (3, 16, 112, 112))
-    assert abs(reference_gmacs - 40.77) / 40.77 < 0.01  # ptflops' figure (FACTS.md)
+    assert abs(reference_gmacs - 40.77) / 40.77 < 0.01  # ptflops 0.7.5's figure
     assert reference_params == sum(p.numel() for p in reference.parameters()) == 31_505_325
     model = build_model("r2plus1d_18", 3, num_classes=400).train()
     gmacs, params = count_complexity(model, (3, 16, 112, 112))

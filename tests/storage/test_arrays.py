@@ -1,9 +1,15 @@
 import numpy as np
 import pytest
+import zarr
 
 from motionfit.storage.arrays import VideoNotCommittedError
 from motionfit.storage.layout import RunLayout
-from motionfit.storage.matrix import read_matrix, write_matrix
+from motionfit.storage.matrix import (
+    MatrixFormatError,
+    matrix_fingerprint,
+    read_video_matrix,
+    write_video_matrix,
+)
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -56,12 +62,38 @@ def test_unknown_store_is_rejected(layout: RunLayout) -> None:
         layout.store("rgb")
 
 
-def test_matrix_round_trip(tmp_path) -> None:
+def test_matrix_round_trip_labels_rows_by_video(tmp_path) -> None:
     vectors = np.random.default_rng(1).normal(size=(7, 20)).astype(np.float32)
-    write_matrix(str(tmp_path / "fv.zarr"), vectors, {"model": "m"})
-    np.testing.assert_array_equal(read_matrix(str(tmp_path / "fv.zarr")), vectors)
+    ids = [f"v{i}" for i in range(7)]
+    url = str(tmp_path / "fv.zarr")
+    write_video_matrix(url, ids, vectors, "sketch_dim", {"model": "m"})
+    read_ids, read_vectors = read_video_matrix(url)
+    assert read_ids == ids
+    np.testing.assert_array_equal(read_vectors, vectors)
+    fingerprint = matrix_fingerprint(url)
+    write_video_matrix(url, ids, vectors.copy(), "sketch_dim")
+    assert matrix_fingerprint(url) == fingerprint, "rewriting identical values keeps the fingerprint"
+    write_video_matrix(url, ids, vectors + 1, "sketch_dim")
+    assert matrix_fingerprint(url) != fingerprint
     with pytest.raises(FileNotFoundError, match=r"nothing\.zarr"):
-        read_matrix(str(tmp_path / "nothing.zarr"))
+        read_video_matrix(str(tmp_path / "nothing.zarr"))
+
+
+def test_a_matrix_without_video_ids_says_to_re_encode(tmp_path) -> None:
+    url = str(tmp_path / "fv.zarr")
+    zarr.create_array(store=url, shape=(2, 3), dtype="float32", zarr_format=3)
+    with pytest.raises(MatrixFormatError, match="re-run"):
+        read_video_matrix(url)
+
+
+def test_stored_arrays_are_labelled_datasets_for_xarray(layout: RunLayout, tmp_path) -> None:
+    xarray = pytest.importorskip("xarray")
+    layout.store("flow").write("v", np.full((3, 4, 5, 2), 128, np.uint8), attrs={"flow_bound": 20.0})
+    flow = xarray.open_zarr(layout.path("flow.zarr"), consolidated=False)["v"]
+    assert flow.dims == ("frame", "y", "x", "component") and flow.shape == (3, 4, 5, 2)
+    write_video_matrix(str(tmp_path / "fv.zarr"), ["a", "b"], np.eye(2, 3, dtype=np.float32), "sketch_dim")
+    vectors = xarray.open_zarr(str(tmp_path / "fv.zarr"), consolidated=False)["vectors"]
+    assert vectors.sel(video_id="b").values.tolist() == [0.0, 1.0, 0.0]
 
 
 def test_concurrent_first_writes_to_a_new_store(tmp_path) -> None:

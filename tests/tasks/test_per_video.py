@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data import decode
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
-from motionfit.tasks.motion import tvl1 as optical_flow
+from motionfit.tasks.idt import stage as idt_stage
+from motionfit.tasks.idt.config import IdtConfig
+from motionfit.tasks.idt.stage import extract_idt_videos
+from motionfit.tasks.motion import tvl1
 from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1 import compute_flows
 from motionfit.tasks.per_video import inputs_key, map_videos
@@ -49,13 +53,13 @@ def test_new_decode_config_recomputes_frames_and_then_their_flow(
     ids = [video_id for video_id, _ in videos]
     layout = RunLayout.at(tmp_path / "run")
     calls: list[int] = []
-    original = optical_flow.compute_tvl1_flow
+    original = tvl1.compute_tvl1_flow
 
     def counting(frames, config):
         calls.append(1)
         return original(frames, config)
 
-    monkeypatch.setattr(optical_flow, "compute_tvl1_flow", counting)
+    monkeypatch.setattr(tvl1, "compute_tvl1_flow", counting)
     decode_videos(videos, layout, DecodeConfig(short_side=32))
     compute_flows(ids, layout, FlowConfig())
     compute_flows(ids, layout, FlowConfig(threads_per_worker=2))  # thread count does not change the result
@@ -82,3 +86,32 @@ def test_stale_video_whose_recomputation_fails_is_no_longer_committed(tmp_path: 
     assert outcomes[0].status == "failed" and "cannot recompute a" in outcomes[0].error
     assert store.committed_ids() == set()
     assert store.markers.failures() == {"a": "RuntimeError: cannot recompute a"}
+
+
+def test_a_stage_code_version_recomputes_that_stage_and_what_reads_it(
+    micro_synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = build_manifest(synthetic_data_config(micro_synth_root)).head(2)
+    videos = list(zip(manifest["video_id"], manifest["path"], strict=True))
+    ids = [video_id for video_id, _ in videos]
+    layout = RunLayout.at(tmp_path / "run")
+    idt_config = IdtConfig(min_distance=3, min_camera_displacement=0.3)
+
+    def run_all() -> list[list[str]]:
+        return [
+            [o.status for o in decode_videos(videos, layout, DecodeConfig(short_side=32))],
+            [o.status for o in compute_flows(ids, layout, FlowConfig())],
+            [o.status for o in extract_idt_videos(ids, layout, idt_config)],
+        ]
+
+    assert run_all() == [["done"] * 2] * 3
+    assert run_all() == [["skipped"] * 2] * 3
+    flow_before = {v: layout.store("flow").read(v) for v in ids}
+    monkeypatch.setattr(tvl1, "CODE_VERSION", tvl1.CODE_VERSION + 1)
+    assert run_all() == [["skipped"] * 2, ["done"] * 2, ["skipped"] * 2]  # reference-mode IDT reads no flow
+    for video_id in ids:
+        np.testing.assert_array_equal(layout.store("flow").read(video_id), flow_before[video_id])
+    monkeypatch.setattr(decode, "CODE_VERSION", decode.CODE_VERSION + 1)
+    assert run_all() == [["done"] * 2] * 3  # new frames: their flow and trajectories follow
+    monkeypatch.setattr(idt_stage, "CODE_VERSION", idt_stage.CODE_VERSION + 1)
+    assert run_all() == [["skipped"] * 2, ["skipped"] * 2, ["done"] * 2]

@@ -26,14 +26,11 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
     ClipDataset,
-    EpochSampler,
-    clip_keys,
-    clip_span,
-    frame_counts,
+    clip_loader,
     labelled_videos,
-    make_loader,
     num_classes,
     unlabelled_videos,
+    video_clip_keys,
 )
 from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.loop import (
@@ -43,7 +40,6 @@ from motionfit.tasks.training.loop import (
     checkpoint_url,
     clip_transform,
     clips_as_batch,
-    evaluate,
     fit,
     last_metrics,
     make_lr_scheduler,
@@ -54,6 +50,7 @@ from motionfit.tasks.training.loop import (
     seed_everything,
     train_one_epoch,
     use_amp,
+    validate,
 )
 from motionfit.tasks.training.students.motion_contrast import MotionContrast, load_motion_contrast
 from motionfit.tasks.training.students.objective import STUDENT_KEY, student_modalities, video_keys
@@ -183,11 +180,16 @@ def train_cmpl(
         contrast, modules["lmcl_heads"] = load_motion_contrast(layout, primary, config, device)
     model = nn.ModuleDict(modules)
 
-    span = clip_span(config.clip_length, config.frame_stride)
-    labelled_counts = frame_counts(layout, labelled["video_id"].tolist(), ("rgb",))
     labelled_set = _video_dataset(
         layout,
-        clip_keys(labelled_counts, span, config.clips_per_video),
+        video_clip_keys(
+            layout,
+            labelled["video_id"],
+            ("rgb",),
+            config.clip_length,
+            config.clips_per_video,
+            config.frame_stride,
+        ),
         ("rgb",),
         config,
         strong_view=False,
@@ -202,40 +204,40 @@ def train_cmpl(
     )
     unlabelled_batch = config.batch_size * config.unlabelled_ratio
     iterations = max(len(unlabelled_set) // unlabelled_batch, 1)
-    labelled_sampler = EpochSampler(
-        len(labelled_set), config.seed, num_samples=iterations * config.batch_size
+    labelled_loader = clip_loader(  # as many labelled batches as unlabelled ones, in every epoch
+        labelled_set,
+        config.batch_size,
+        device,
+        shuffle=True,
+        num_workers=config.num_workers,
+        seed=config.seed,
+        num_samples=iterations * config.batch_size,
     )
-    unlabelled_sampler = EpochSampler(len(unlabelled_set), config.seed + 1)
-    loaders = PairedBatches(
-        make_loader(
-            labelled_set, config.batch_size, labelled_sampler, device, config.num_workers, seed=config.seed
-        ),
-        make_loader(
-            unlabelled_set,
-            unlabelled_batch,
-            unlabelled_sampler,
-            device,
-            config.num_workers,
-            drop_last=len(unlabelled_set) > unlabelled_batch,
-            seed=config.seed + 1,
-        ),
+    unlabelled_loader = clip_loader(
+        unlabelled_set,
+        unlabelled_batch,
+        device,
+        shuffle=True,
+        num_workers=config.num_workers,
+        seed=config.seed + 1,
     )
+    loaders = PairedBatches(labelled_loader, unlabelled_loader)
     eval_videos = labelled_videos(manifest, config.eval_split)
-    eval_set = None
+    eval_loader = None
     if len(eval_videos):
-        eval_counts = frame_counts(layout, eval_videos["video_id"].tolist(), ("rgb",))
+        eval_keys = video_clip_keys(
+            layout, eval_videos["video_id"], ("rgb",), config.clip_length, 1, config.frame_stride
+        )
         eval_set = ClipDataset(
             layout,
-            clip_keys(eval_counts, span, 1),
+            eval_keys,
             ("rgb",),
             config.clip_length,
             clip_transform(config, train=False),
             frame_stride=config.frame_stride,
             labels=dict(zip(eval_videos["video_id"], eval_videos["label_index"], strict=True)),
         )
-        eval_loader = make_loader(
-            eval_set, unlabelled_batch, EpochSampler(len(eval_set), shuffle=False), device
-        )
+        eval_loader = clip_loader(eval_set, unlabelled_batch, device, shuffle=False)
 
     optimizer = make_optimizer(model.parameters(), config)
     scheduler = make_lr_scheduler(optimizer, len(loaders), config)
@@ -256,15 +258,13 @@ def train_cmpl(
         )
 
     def run_epoch(epoch: int) -> dict[str, Any]:
-        labelled_sampler.set_epoch(epoch)
-        unlabelled_sampler.set_epoch(epoch)
+        labelled_loader.set_epoch(epoch)
+        unlabelled_loader.set_epoch(epoch)
         metrics = train_one_epoch(
             model, step, optimizer, scheduler, loaders, device, epoch, scaler, amp=amp, channels_last=amp
         )
-        if eval_set is not None:
-            scores = evaluate(
-                primary, eval_loader, device, "rgb", eval_set.keys["video_id"].to_numpy(), amp, amp
-            )
+        if eval_loader is not None:
+            scores = validate(primary, eval_loader, device, "rgb", amp, amp)
             metrics.update({f"{config.eval_split}_{name}": value for name, value in scores.items()})
         return metrics
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from motionfit.models.video_net import VideoNet
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.clips import ClipDataset, clip_keys, clip_span, frame_counts
+from motionfit.tasks.data.clips import ClipDataset, video_clip_keys
 from motionfit.tasks.motion.sampling import motion_differential_keys
 from motionfit.tasks.training.config import StudentConfig
 
@@ -55,6 +55,12 @@ def student_modalities(config: StudentConfig) -> tuple[str, ...]:
 
 def video_keys(layout: RunLayout, video_ids: list[str], config: StudentConfig) -> pd.DataFrame:
     """``clips_per_video`` keys of every video readable in the student's modalities (MDS applied)."""
-    counts = frame_counts(layout, video_ids, student_modalities(config))
-    keys = clip_keys(counts, clip_span(config.clip_length, config.frame_stride), config.clips_per_video)
+    keys = video_clip_keys(
+        layout,
+        video_ids,
+        student_modalities(config),
+        config.clip_length,
+        config.clips_per_video,
+        config.frame_stride,
+    )
     return training_keys(layout, keys, config)

@@ -53,7 +53,7 @@ def setup(
         logits = network.classify(feature_map)
         batch_targets = targets[batch["index"]]
         loss = F.cross_entropy(logits.float(), batch_targets)
-        agreement = (logits.argmax(dim=1) == batch_targets.argmax(dim=1)).float().mean()
+        agreement = 100.0 * (logits.argmax(dim=1) == batch_targets.argmax(dim=1)).float().mean()
         return loss, {"pseudo_label_agreement": agreement}, None
 
     return ObjectiveSetup(network, args, dataset, loss_fn)

@@ -25,7 +25,7 @@ from torch import nn
 
 from motionfit.models.video_net import VideoNet
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.clips import ClipDataset, EpochSampler, make_loader
+from motionfit.tasks.data.clips import ClipDataset, clip_loader
 from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
@@ -51,27 +51,15 @@ from motionfit.tasks.training.students.objective import STUDENT_KEY, ObjectiveSe
 
 logger = logging.getLogger(__name__)
 
+CODE_VERSION = 1
+"""Version of the student training (every objective), part of the stage's cache key and of the data key a
+checkpoint resumes on: bump it when a change alters what a student learns, and the next run retrains the
+students and what starts from them."""
+
 STUDENT_STAGE = "student"
 
 StudentTrainer = Callable[..., dict[str, Any]]
 """``(layout, manifest, config, device, on_epoch_end, stage, data_key) -> summary`` of one objective."""
-
-
-def _train_loader(
-    dataset: ClipDataset, config: StudentConfig, device: torch.device, batch_size: int | None = None
-) -> tuple[Any, EpochSampler]:
-    batch_size = batch_size or config.batch_size
-    sampler = EpochSampler(len(dataset), seed=config.seed)
-    loader = make_loader(
-        dataset,
-        batch_size,
-        sampler,
-        device,
-        config.num_workers,
-        drop_last=len(dataset) > batch_size,
-        seed=config.seed,
-    )
-    return loader, sampler
 
 
 def train_student(
@@ -118,7 +106,9 @@ def train_single_network(
         contrast, modules["lmcl_heads"] = load_motion_contrast(layout, network, config, device)
     model = nn.ModuleDict(modules).to(device)
     dataset: ClipDataset = setup.dataset
-    loader, sampler = _train_loader(dataset, config, device)
+    loader = clip_loader(
+        dataset, config.batch_size, device, shuffle=True, num_workers=config.num_workers, seed=config.seed
+    )
     optimizer = make_optimizer(model.parameters(), config)
     scheduler = make_lr_scheduler(optimizer, len(loader), config)
     scaler = make_scaler(config, device)
@@ -138,7 +128,7 @@ def train_single_network(
 
     def run_epoch(epoch: int) -> dict[str, Any]:
         current_epoch[0] = epoch
-        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
         return train_one_epoch(
             model, step, optimizer, scheduler, loader, device, epoch, scaler, amp=amp, channels_last=amp
         )

@@ -21,6 +21,7 @@ from motionfit.tasks.data.clips import (
     make_loader,
     num_classes,
     unlabelled_videos,
+    video_means,
 )
 from motionfit.tasks.data.transforms import KINETICS_MEAN, KINETICS_STD, ClipTransform, horizontal_flip
 from motionfit.tasks.motion.codec import FLOW_MEAN, FLOW_STD
@@ -201,3 +202,11 @@ def test_manifest_helpers_and_errors(run: tuple[RunLayout, pd.DataFrame]) -> Non
     with pytest.raises(ValueError, match="n_frames"):
         ClipDataset(layout, keys.drop(columns="n_frames"), ("rgb",), 8, ClipTransform())
     assert frame_counts(layout, ["target_train_left_0", "missing"], ("rgb",)) == {"target_train_left_0": 19}
+
+
+def test_video_means_averages_clip_rows_in_order_of_first_appearance():
+    ids, means = video_means(np.array([[1.0, 0.0], [2.0, 4.0], [3.0, 2.0]]), ["b", "a", "b"])
+    assert ids == ["b", "a"]
+    np.testing.assert_allclose(means, [[2.0, 1.0], [2.0, 4.0]])
+    with pytest.raises(ValueError, match="one id per clip row"):
+        video_means(np.zeros((3, 2)), ["a", "b"])

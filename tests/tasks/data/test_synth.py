@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from motionfit.config import load_config
 from motionfit.tasks.data.config import MOTION_CLASSES, SynthConfig
 from motionfit.tasks.data.synth import (
     SynthError,
@@ -21,8 +22,6 @@ from motionfit.tasks.data.synth import (
     plan_dataset,
     render_video,
     sample_motion,
-    small_config,
-    tiny_config,
     video_rngs,
     write_mp4,
 )
@@ -245,13 +244,13 @@ def test_parallel_generation_matches_serial(tmp_path: Path) -> None:
 
 
 def test_source_plan_is_balanced_shuffled_and_class_blind() -> None:
-    config = small_config(seed=3)
+    config = SynthConfig(seed=3)  # the defaults: the small scale
     source = [spec for spec in plan_dataset(config) if spec.role == "source"]
     labels = [spec.class_name for spec in source]
     assert {name: labels.count(name) for name in config.classes} == dict.fromkeys(config.classes, 60)
     assert labels[:60] != [labels[0]] * 60
     assert all(name not in spec.relative_path for spec in source for name in MOTION_CLASSES)
-    assert len(plan_dataset(tiny_config())) == 5 * (6 + 4 + 12)
+    assert len(plan_dataset(load_config(preset="tiny").synth)) == 5 * (6 + 4 + 12)
 
 
 def test_config_and_writer_reject_bad_input(tmp_path: Path) -> None:

@@ -8,42 +8,34 @@ import torch
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.transforms import KINETICS_MEAN, KINETICS_STD
-from motionfit.tasks.evaluation import metrics as evaluate
-from motionfit.tasks.evaluation.features import extract_features, forward_seconds_per_clip, video_features
+from motionfit.tasks.evaluation import metrics as evaluation_metrics
+from motionfit.tasks.evaluation.features import forward_seconds_per_clip, video_features
 
 
 def test_video_top1_counts_argmax_hits_in_percent():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    assert evaluate.video_top1(probs, [0, 0, 0]) == pytest.approx(200.0 / 3.0)
-    assert evaluate.video_top1(probs, [0, 1, 0]) == 100.0
+    assert evaluation_metrics.video_top1(probs, [0, 0, 0]) == pytest.approx(200.0 / 3.0)
+    assert evaluation_metrics.video_top1(probs, [0, 1, 0]) == 100.0
     with pytest.raises(ValueError, match="labels has 2 entries; expected 3"):
-        evaluate.video_top1(probs, [0, 1])
-
-
-def test_mean_per_video_averages_clip_rows_in_order_of_first_appearance():
-    ids, means = evaluate.mean_per_video(np.array([[1.0, 0.0], [2.0, 4.0], [3.0, 2.0]]), ["b", "a", "b"])
-    assert ids == ["b", "a"]
-    np.testing.assert_allclose(means, [[2.0, 1.0], [2.0, 4.0]])
-    with pytest.raises(ValueError, match="one id per clip row"):
-        evaluate.mean_per_video(np.zeros((3, 2)), ["a", "b"])
+        evaluation_metrics.video_top1(probs, [0, 1])
 
 
 def test_confusion_matrix_rows_are_true_classes():
-    confusion = evaluate.confusion_matrix([0, 1, 1, 2, 0], [0, 0, 1, 2, 2], num_classes=3)
+    confusion = evaluation_metrics.confusion_matrix([0, 1, 1, 2, 0], [0, 0, 1, 2, 2], num_classes=3)
     np.testing.assert_array_equal(confusion, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
     with pytest.raises(ValueError, match=r"predictions must lie in \[0, 3\)"):
-        evaluate.confusion_matrix([3], [0], num_classes=3)
+        evaluation_metrics.confusion_matrix([3], [0], num_classes=3)
 
 
 def test_most_confused_pairs_ranks_symmetric_confusions():
     confusion = np.array([[5, 3, 0], [1, 6, 2], [0, 4, 7]])
-    pairs = evaluate.most_confused_pairs(confusion, ["jump", "run", "walk"])
+    pairs = evaluation_metrics.most_confused_pairs(confusion, ["jump", "run", "walk"])
     assert pairs[["class_a", "class_b", "a_as_b", "b_as_a", "confusions"]].values.tolist() == [
         ["run", "walk", 2, 4, 6],
         ["jump", "run", 3, 1, 4],
     ]  # jump/walk never confused: left out
     np.testing.assert_allclose(pairs["rate"], [100.0 * 6 / 20, 100.0 * 4 / 17])
-    assert len(evaluate.most_confused_pairs(confusion, ["jump", "run", "walk"], top=1)) == 1
+    assert len(evaluation_metrics.most_confused_pairs(confusion, ["jump", "run", "walk"], top=1)) == 1
 
 
 def _unit(angle_deg: float, scale: float = 1.0) -> list[float]:
@@ -57,15 +49,17 @@ def test_retrieval_recall_with_a_known_cosine_ranking():
     gallery_labels = np.array([1, 0, 1, 0, 0])
     queries = np.array([_unit(0), _unit(0, scale=0.1), _unit(0)])
     query_labels = np.array([0, 1, 2])  # first hit at rank 2, at rank 1, never
-    np.testing.assert_array_equal(evaluate.cosine_neighbours(queries, gallery, 3), [[0, 1, 2]] * 3)
-    recall = evaluate.retrieval_recall_at_k(queries, query_labels, gallery, gallery_labels, ks=(1, 2, 5, 50))
+    np.testing.assert_array_equal(evaluation_metrics.cosine_neighbours(queries, gallery, 3), [[0, 1, 2]] * 3)
+    recall = evaluation_metrics.retrieval_recall_at_k(
+        queries, query_labels, gallery, gallery_labels, ks=(1, 2, 5, 50)
+    )
     assert recall == pytest.approx({1: 100 / 3, 2: 200 / 3, 5: 200 / 3, 50: 200 / 3})
-    chunked = evaluate.retrieval_recall_at_k(
+    chunked = evaluation_metrics.retrieval_recall_at_k(
         queries, query_labels, gallery, gallery_labels, ks=(1, 2), chunk_size=1
     )
     assert chunked == pytest.approx({1: 100 / 3, 2: 200 / 3})
     with pytest.raises(ValueError, match="query_feats have 2 dims but gallery_feats have 3"):
-        evaluate.retrieval_recall_at_k(queries, query_labels, np.ones((5, 3)), gallery_labels)
+        evaluation_metrics.retrieval_recall_at_k(queries, query_labels, np.ones((5, 3)), gallery_labels)
 
 
 def _directional_clusters(
@@ -81,7 +75,9 @@ def _directional_clusters(
 def test_linear_probe_fewshot_separates_separable_classes():
     train, train_labels = _directional_clusters(25, 3, 8, seed=0)
     test, test_labels = _directional_clusters(10, 3, 8, seed=1)
-    summary = evaluate.linear_probe_fewshot(train, train_labels, test, test_labels, shots=(1, 5, 40, "all"))
+    summary = evaluation_metrics.linear_probe_fewshot(
+        train, train_labels, test, test_labels, shots=(1, 5, 40, "all")
+    )
     assert summary["shots"].tolist() == ["1", "5", "40", "all"]
     assert (summary["mean"] >= 99.0).all()
     assert summary["n_train"].tolist() == [3, 15, 75, 75]  # 40-shot takes all 25 of each class
@@ -92,20 +88,14 @@ def test_linear_probe_fewshot_is_at_chance_on_shuffled_labels():
     train, train_labels = _directional_clusters(25, 3, 8, seed=0)
     test, test_labels = _directional_clusters(30, 3, 8, seed=1)
     shuffled = np.random.default_rng(2).permutation(train_labels)
-    summary = evaluate.linear_probe_fewshot(train, shuffled, test, test_labels, shots=(5,))
+    summary = evaluation_metrics.linear_probe_fewshot(train, shuffled, test, test_labels, shots=(5,))
     assert summary["mean"].iloc[0] < 60.0
     with pytest.raises(ValueError, match="positive integers or 'all'"):
-        evaluate.linear_probe_fewshot(train, train_labels, test, test_labels, shots=(0,))
-
-
-def test_percent_of_supervised():
-    assert evaluate.percent_of_supervised(43.7, 87.4) == pytest.approx(50.0)
-    with pytest.raises(ValueError, match="supervised_value must be positive"):
-        evaluate.percent_of_supervised(43.7, 0.0)
+        evaluation_metrics.linear_probe_fewshot(train, train_labels, test, test_labels, shots=(0,))
 
 
 def test_percent_of_supervised_frame_per_method_and_seed():
-    metrics = evaluate.metrics_frame(
+    metrics = evaluation_metrics.metrics_frame(
         [
             {"method": "supervised", "metric": "top1", "value": 80.0},
             {"method": "motionfit", "metric": "top1", "value": 60.0, "seed": 0},
@@ -113,44 +103,43 @@ def test_percent_of_supervised_frame_per_method_and_seed():
             {"method": "scratch", "metric": "r@1", "value": 10.0},
         ]
     )
-    derived = evaluate.percent_of_supervised_frame(metrics)
+    derived = evaluation_metrics.percent_of_supervised_frame(metrics)
     assert derived[["method", "metric", "seed"]].values.tolist() == [
         ["motionfit", "pct_sup_top1", 0],
         ["motionfit", "pct_sup_top1", 1],
     ]
     np.testing.assert_allclose(derived["value"], [75.0, 87.5])
-    assert evaluate.percent_of_supervised_frame(metrics[metrics["method"] != "supervised"]).empty
+    assert evaluation_metrics.percent_of_supervised_frame(metrics[metrics["method"] != "supervised"]).empty
 
 
 def test_teacher_cost_adds_measured_flow_time_and_student_has_none():
-    teacher = evaluate.teacher_inference_cost(40.77, 31.35e6, flow_seconds_per_pair=0.086, frames_per_clip=16)
+    teacher = evaluation_metrics.teacher_inference_cost(
+        40.77, 31.35e6, flow_seconds_per_pair=0.086, frames_per_clip=16
+    )
     assert (teacher.gmacs, teacher.params_m) == pytest.approx((40.77, 31.35))
     assert teacher.flow_seconds_per_clip == pytest.approx(1.376)
-    student = evaluate.student_inference_cost(40.77, 31.35e6)
+    student = evaluation_metrics.student_inference_cost(40.77, 31.35e6)
     assert (student.method, student.flow_seconds_per_clip) == ("motionfit", 0.0)
-    records = evaluate.metrics_frame(teacher.records() + student.records())
+    records = evaluation_metrics.metrics_frame(teacher.records() + student.records())
     assert len(records) == 6 and set(records["metric"]) == {"gmacs", "params_m", "flow_seconds_per_clip"}
-    timed = evaluate.student_inference_cost(40.77, 31.35e6, network_seconds_per_clip=0.5).records()
+    timed = evaluation_metrics.student_inference_cost(40.77, 31.35e6, network_seconds_per_clip=0.5).records()
     assert {"metric": "network_seconds_per_clip", "value": 0.5} in [
         {"metric": r["metric"], "value": r["value"]} for r in timed
     ]
-    assert evaluate.flow_seconds_per_pair([2.0, 4.0], [11, 21]) == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="at least 2 frames"):
-        evaluate.flow_seconds_per_pair([1.0], [1])
 
 
 def test_metrics_frame_defaults_and_errors():
-    frame = evaluate.metrics_frame([{"method": "scratch", "metric": "top1", "value": 58.9}])
+    frame = evaluation_metrics.metrics_frame([{"method": "scratch", "metric": "top1", "value": 58.9}])
     assert frame.to_dict("records") == [
         {"method": "scratch", "metric": "top1", "value": 58.9, "split": "test", "seed": 0}
     ]
     with pytest.raises(ValueError, match=r"lacks \['value'\]"):
-        evaluate.metrics_frame([{"method": "scratch", "metric": "top1"}])
+        evaluation_metrics.metrics_frame([{"method": "scratch", "metric": "top1"}])
 
 
 def test_fewshot_records_hold_mean_and_probe_std():
     summary = pd.DataFrame({"shots": ["1", "all"], "mean": [40.0, 80.0], "std": [2.0, 0.0]})
-    records = evaluate.fewshot_records(summary, "motionfit")
+    records = evaluation_metrics.fewshot_records(summary, "motionfit")
     assert [(r["metric"], r["value"]) for r in records] == [
         ("fewshot_1", 40.0),
         ("fewshot_1_std", 2.0),
@@ -161,22 +150,22 @@ def test_fewshot_records_hold_mean_and_probe_std():
 
 def test_append_metrics_replaces_rows_with_the_same_key(tmp_path):
     layout = RunLayout.at(tmp_path)
-    assert evaluate.read_metrics(layout).empty
-    first = evaluate.metrics_frame(
+    assert evaluation_metrics.read_metrics(layout).empty
+    first = evaluation_metrics.metrics_frame(
         [
             {"method": "scratch", "metric": "top1", "value": 50.0},
             {"method": "scratch", "metric": "top1", "value": 52.0, "seed": 1},
         ]
     )
-    evaluate.append_metrics(layout, first)
-    update = evaluate.metrics_frame(
+    evaluation_metrics.append_metrics(layout, first)
+    update = evaluation_metrics.metrics_frame(
         [
             {"method": "scratch", "metric": "top1", "value": 58.9},
             {"method": "motionfit", "metric": "top1", "value": 87.4},
         ]
     )
-    merged = evaluate.append_metrics(layout, update)
-    stored = evaluate.read_metrics(layout)
+    merged = evaluation_metrics.append_metrics(layout, update)
+    stored = evaluation_metrics.read_metrics(layout)
     pd.testing.assert_frame_equal(stored, merged)
     assert sorted(map(tuple, stored[["method", "seed", "value"]].values.tolist())) == [
         ("motionfit", 0, 87.4),
@@ -184,29 +173,13 @@ def test_append_metrics_replaces_rows_with_the_same_key(tmp_path):
         ("scratch", 1, 52.0),
     ]
     with pytest.raises(ValueError, match="lacks columns"):
-        evaluate.append_metrics(layout, pd.DataFrame({"method": ["x"]}))
+        evaluation_metrics.append_metrics(layout, pd.DataFrame({"method": ["x"]}))
 
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("r3d_18", 3, num_classes=4, width_multiplier=0.125, layers=(1, 1, 1, 1))
-
-
-def test_extract_features_keeps_clip_order_across_batchings(tiny_model):
-    clips = torch.randn(5, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
-    tiny_model.train()
-    whole = extract_features(tiny_model, clips, batch_size=2)
-    batches = extract_features(tiny_model, clips.split(3))
-    assert tiny_model.training  # mode restored
-    tiny_model.eval()
-    with torch.no_grad():
-        reference = tiny_model.features(clips).numpy()
-    assert whole.shape == (5, tiny_model.out_features) and whole.dtype == np.float32
-    np.testing.assert_allclose(whole, reference, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(batches, reference, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match=r"expected \[N, C, T, H, W\]"):
-        extract_features(tiny_model, torch.zeros(3, 4, 32, 32))
 
 
 def test_video_features_average_centre_clips_of_stored_videos(tmp_path, tiny_model):
@@ -230,7 +203,10 @@ def test_video_features_average_centre_clips_of_stored_videos(tmp_path, tiny_mod
     clips = torch.stack(
         [(torch.tensor(colours[v], dtype=torch.float32).view(3, 1, 1, 1) - mean) / std for v in ids]
     ).expand(2, 3, 4, 16, 16)
-    np.testing.assert_allclose(features, extract_features(tiny_model, clips), rtol=1e-4, atol=1e-5)
+    tiny_model.eval()
+    with torch.no_grad():
+        reference = tiny_model.features(clips).numpy()
+    np.testing.assert_allclose(features, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_forward_seconds_per_clip_times_one_clip(tiny_model):

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.evaluation import metrics as evaluate
+from motionfit.tasks.evaluation import metrics as evaluation_metrics
 from motionfit.tasks.evaluation import report
 
 
@@ -37,19 +37,23 @@ def metrics() -> pd.DataFrame:
         {"method": "motionfit", "metric": "pseudo_label_acc", "value": 95.25, "split": "source"},
         {"method": "teacher", "metric": "top1", "value": 90.5, "split": "val"},
     ]
-    records += evaluate.fewshot_records(
+    records += evaluation_metrics.fewshot_records(
         pd.DataFrame({"shots": ["1", "all"], "mean": [33.3, 80.0], "std": [2.5, 0.0]}), "motionfit"
     )
-    records += evaluate.teacher_inference_cost(40.77, 31.35e6, 0.1, network_seconds_per_clip=0.25).records()
-    records += evaluate.student_inference_cost(40.77, 31.35e6, network_seconds_per_clip=0.25).records()
-    frame = evaluate.metrics_frame(records)
-    return pd.concat([frame, evaluate.percent_of_supervised_frame(frame)], ignore_index=True)
+    records += evaluation_metrics.teacher_inference_cost(
+        40.77, 31.35e6, 0.1, network_seconds_per_clip=0.25
+    ).records()
+    records += evaluation_metrics.student_inference_cost(
+        40.77, 31.35e6, network_seconds_per_clip=0.25
+    ).records()
+    frame = evaluation_metrics.metrics_frame(records)
+    return pd.concat([frame, evaluation_metrics.percent_of_supervised_frame(frame)], ignore_index=True)
 
 
 def test_write_report_puts_each_number_in_its_row(tmp_path, metrics):
     layout = RunLayout.at(tmp_path)
-    evaluate.append_metrics(layout, metrics)
-    pairs = evaluate.most_confused_pairs(np.array([[5, 3], [1, 6]]), ["jump", "run"])
+    evaluation_metrics.append_metrics(layout, metrics)
+    pairs = evaluation_metrics.most_confused_pairs(np.array([[5, 3], [1, 6]]), ["jump", "run"])
     context = report.ReportContext(
         dataset="synthetic motion",
         confused_pairs=pairs,
@@ -109,7 +113,7 @@ def test_markdown_table_escapes_pipes():
 
 
 def test_terminal_tables_are_aligned_text(tmp_path, metrics):
-    evaluate.append_metrics(RunLayout.at(tmp_path), metrics)
+    evaluation_metrics.append_metrics(RunLayout.at(tmp_path), metrics)
     text = report.render_report_for_terminal(str(tmp_path))
     blocks = text.split("\n\n")
     titles = [block.splitlines()[0] for block in blocks]
@@ -125,4 +129,7 @@ def test_terminal_tables_are_aligned_text(tmp_path, metrics):
     table_lines = retrieval[2:]
     assert len({len(line) for line in table_lines}) == 1  # columns padded to one width, numbers right-aligned
     assert "|" not in text
-    assert report.format_terminal_tables(evaluate.metrics_frame([])) == "No metrics have been recorded yet."
+    assert (
+        report.format_terminal_tables(evaluation_metrics.metrics_frame([]))
+        == "No metrics have been recorded yet."
+    )

@@ -14,7 +14,7 @@ from helpers import sample_video
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import decode_video, decode_videos
-from motionfit.tasks.motion import tvl1 as optical_flow
+from motionfit.tasks.motion import tvl1
 from motionfit.tasks.motion.codec import dequantize_flow, quantize_flow
 from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1 import compute_flows, compute_tvl1_flow, create_tvl1
@@ -178,15 +178,13 @@ def test_stage_resumes_after_a_crash_and_matches_an_uninterrupted_run(
             raise SimulatedCrash
         return compute_tvl1_flow(frames, flow_config)
 
-    monkeypatch.setattr(optical_flow, "compute_tvl1_flow", crashing)
+    monkeypatch.setattr(tvl1, "compute_tvl1_flow", crashing)
     with pytest.raises(SimulatedCrash):
         compute_flows(video_ids, layout, config)
     assert layout.store("flow").committed_ids() == set(video_ids[:n_before_crash])
 
     calls.clear()
-    monkeypatch.setattr(
-        optical_flow, "compute_tvl1_flow", lambda *args: calls.append(1) or compute_tvl1_flow(*args)
-    )
+    monkeypatch.setattr(tvl1, "compute_tvl1_flow", lambda *args: calls.append(1) or compute_tvl1_flow(*args))
     outcomes = compute_flows(video_ids, layout, config)
 
     assert len(calls) == n_videos - n_before_crash

@@ -13,7 +13,6 @@ from motionfit.tasks.idt.config import IdtConfig
 from motionfit.tasks.prior.config import FisherConfig, GmmConfig
 from motionfit.tasks.prior.fisher import (
     encode_video,
-    encode_videos,
     fisher_encode,
     fisher_vector,
     fit_fisher_model,
@@ -219,7 +218,6 @@ def test_fitted_model_encodes_videos_to_normalised_sketched_fisher_vectors(pca_s
     sketched = encode_video(videos[0], model)
     assert sketched.shape == (64,) and sketched.dtype == np.float32
     np.testing.assert_allclose(sketched, count_sketch(vector, model.sketch), rtol=1e-6)
-    np.testing.assert_allclose(encode_videos(videos[:2], model)[0], sketched, rtol=1e-6)
 
 
 def test_model_fisher_vector_equals_eq5_6_on_the_projected_descriptors():

@@ -8,7 +8,7 @@ from motionfit.config import load_config
 from motionfit.tasks.data.synth import VideoSpec, render_video
 from motionfit.tasks.idt.extractor import extract_trajectories
 from motionfit.tasks.prior.clustering import cluster_quality, cluster_videos
-from motionfit.tasks.prior.fisher import encode_videos, fit_fisher_model
+from motionfit.tasks.prior.fisher import encode_video, fit_fisher_model
 
 VIDEOS_PER_CLASS = 8
 
@@ -27,7 +27,7 @@ def test_idt_clusters_of_the_synthetic_data_set_follow_its_motion_classes():
     assert (with_tracks >= 0.75).all(), with_tracks  # zoom and rotation too, with the preset's IDT
     model = fit_fisher_model(arrays, config.fisher, config.idt.columns())
     cluster_config = config.cluster.model_copy(update={"n_clusters": len(classes)})
-    clusters = cluster_videos(encode_videos(arrays, model), ids, cluster_config)
+    clusters = cluster_videos(np.stack([encode_video(a, model) for a in arrays]), ids, cluster_config)
     quality = cluster_quality(clusters, pd.Series(labels, index=ids))
 
     rng = np.random.default_rng(0)

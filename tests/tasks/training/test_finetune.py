@@ -78,11 +78,11 @@ def test_finetuning_keeps_frozen_blocks_and_trains_a_new_classifier(run: tuple) 
     optimised = load_checkpoint(summary["checkpoint"])["optimizer"]["param_groups"][0]["params"]
     n_frozen = sum(1 for k in frozen if "running" not in k and "num_batches" not in k)
     assert len(optimised) == len(list(build_model(**STUDENT_ARGS).parameters())) - n_frozen  # head swapped
-    assert summary["epochs"] == 2 and summary["n_test_videos"] == 4 and 0.0 <= summary["test_top1"] <= 1.0
+    assert summary["epochs"] == 2 and summary["n_test_videos"] == 4 and 0.0 <= summary["test_top1"] <= 100.0
     predictions = read_table(layout.test_predictions("finetune_motionfit"))
     probabilities = np.stack(predictions["probabilities"].to_numpy())
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    top1 = (probabilities.argmax(axis=1) == predictions["label_index"].to_numpy()).mean()
+    top1 = 100 * (probabilities.argmax(axis=1) == predictions["label_index"].to_numpy()).mean()
     assert top1 == pytest.approx(summary["test_top1"])
 
 

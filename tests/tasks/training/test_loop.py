@@ -212,11 +212,11 @@ def test_interrupted_and_resumed_training_ends_with_identical_weights(tmp_path: 
     assert read_table(history_url(layout, "resumed"))["loss"].tolist() == straight_losses
 
 
-def test_video_accuracy_sums_clip_scores_per_video() -> None:
+def test_video_accuracy_averages_clip_scores_per_video() -> None:
     videos = np.array(["a", "a", "a", "b", "b"])
     labels = np.array([0, 0, 0, 1, 1])
     logits = np.array([[5.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]], dtype=np.float32)
-    assert video_accuracy(videos, labels, logits) == 1.0  # a: one confident clip outweighs two weak ones
+    assert video_accuracy(videos, labels, logits) == 100.0  # a: one confident clip outweighs two weak ones
     assert video_accuracy(videos, 1 - labels, logits) == 0.0
 
 

@@ -111,8 +111,8 @@ def test_pseudo_label_accuracy_uses_heldout_labels_only() -> None:
     )
     scores = pseudo_label_accuracy(table, manifest)
     assert scores["n_clips"] == 5 and scores["n_videos"] == 2  # s2 has no held-out label
-    assert scores["clip_top1"] == pytest.approx(3 / 5)
-    assert scores["video_top1"] == pytest.approx(0.5)  # s0 right; s1 ties, argmax 0 is wrong
+    assert scores["clip_top1"] == pytest.approx(100 * 3 / 5)
+    assert scores["video_top1"] == pytest.approx(50.0)  # s0 right; s1 ties, argmax 0 is wrong
     assert np.isnan(pseudo_label_accuracy(table, manifest.drop(columns="heldout_label"))["clip_top1"])
 
 
