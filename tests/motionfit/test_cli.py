@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from motionfit.cli import main
-from motionfit.config import load_config
+from motionfit.config import load_config, preset_names
 
 HEAVY_MODULES = ("torch", "torchvision", "cv2", "scipy", "sklearn")
 
@@ -76,3 +76,9 @@ def test_config_rejects_an_invalid_value_and_a_file_with_a_preset(tmp_path: Path
     path.write_text("name: mine\n")
     with pytest.raises(SystemExit, match="not both"):
         main(["config", str(path), "--preset", "tiny"])
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_resolves(preset: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["config", "--preset", preset])
+    assert yaml.safe_load(capsys.readouterr().out)["methods"]

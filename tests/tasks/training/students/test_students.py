@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import FLOW_BOUND, quantise_flow, save_teacher, write_moving_squares
+from helpers import save_teacher, write_moving_squares
 
 from motionfit.models.cmpl import cmpl_pseudo_labels
 from motionfit.models.video_net import VideoNet, build_model
@@ -17,12 +16,6 @@ from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, write_table
 from motionfit.tasks.data.clips import ClipDataset, EpochSampler, clip_keys, frame_counts, make_loader
 from motionfit.tasks.data.transforms import ClipTransform
-from motionfit.tasks.motion.sampling import (
-    clip_motion_scores,
-    dynamic_half,
-    frame_motion,
-    motion_differential_keys,
-)
 from motionfit.tasks.training.config import PseudoLabelConfig, StudentConfig
 from motionfit.tasks.training.loop import history_url, load_checkpoint, load_network
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels
@@ -187,22 +180,3 @@ def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
     assert any(k.startswith("lmcl_heads.student.") for k in keys) and not any(
         "teacher.backbone" in k for k in keys
     )
-
-
-def test_motion_scores_pick_the_dynamic_half(tmp_path: Path) -> None:
-    layout = RunLayout.at(tmp_path)
-    speeds = np.array([0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1], dtype=np.float64)  # pixels per frame
-    flow = np.zeros((12, 8, 8, 2))
-    flow[..., 0] = speeds[:, None, None]
-    layout.store("flow").write("v", quantise_flow(flow), attrs={"flow_bound": FLOW_BOUND})
-    layout.store("frames").write("v", np.zeros((13, 8, 8, 3), np.uint8))
-    np.testing.assert_allclose(
-        frame_motion(quantise_flow(flow), FLOW_BOUND), speeds, atol=0.15
-    )  # q=128 is 0.08 px
-    keys = clip_keys(frame_counts(layout, ["v"], ("flow",)), 4, 3)
-    assert keys["start_frame"].tolist() == [1, 4, 7]
-    scores = clip_motion_scores(layout, keys, clip_length=4)
-    np.testing.assert_allclose(scores, [1.0, 4.0, 1.75], atol=0.15)
-    kept = motion_differential_keys(layout, keys, clip_length=4)
-    assert kept["clip_index"].tolist() == [1, 2]  # the ceil(3 / 2) fastest clips, in clip order
-    assert dynamic_half(keys, np.array([0.0, 1.0, 2.0]))["clip_index"].tolist() == [1, 2]
