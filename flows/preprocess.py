@@ -73,7 +73,7 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
     if config.synth is not None:
         summary = generate_dataset(Path(config.synth_root), config.synth)
         logger.info("synthetic data set in %s: %s", config.synth_root, summary)
-        keep = {"labelled_fraction": data.labelled_fraction, "labelled_seed": data.labelled_seed}
+        keep = data.model_dump(include={"labelled_fraction", "labelled_seed", "target_train_in_source"})
         data = synthetic_data_config(Path(config.synth_root)).model_copy(update=keep)
     manifest = merge_previous_status(build_manifest(data), layout)
     save_manifest(layout, manifest)

@@ -18,6 +18,7 @@ from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest, usable_videos
 from motionfit.storage.matrix import matrix_fingerprint, read_video_matrix, write_video_matrix
 from motionfit.storage.tables import read_table, write_table
+from motionfit.tasks.data.clips import unlabelled_videos
 from motionfit.tasks.evaluation.plots import plot_cluster_examples
 from motionfit.tasks.idt.columns import IdtColumns
 from motionfit.tasks.idt.config import IdtConfig
@@ -92,10 +93,16 @@ def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str
 
 @flow(name="idt")
 def idt_flow(config: PipelineConfig) -> dict[str, int]:
-    """IDT of every decoded video (pipeline mode: also needs its stored TV-L1 flow)."""
+    """IDT of every decoded unlabelled video (pipeline mode: also needs its stored TV-L1 flow).
+
+    The IDT prior (PCA, GMM, k-means) is fitted on the videos its student trains on, the unlabelled ones
+    (source videos and the target's ``unlabelled`` split): no target train or test video reaches it, and its
+    cluster quality is measured against the source's held-back labels only."""
     layout = RunLayout.at(config.run_root)
     upstream = ("decode", "flow") if config.idt.mode == "pipeline" else ("decode",)
-    video_ids = list(usable_videos(load_manifest(layout), *upstream)["video_id"])
+    manifest = load_manifest(layout)
+    unlabelled = set(unlabelled_videos(manifest))
+    video_ids = [v for v in usable_videos(manifest, *upstream)["video_id"] if v in unlabelled]
     frames = layout.markers("decode")
     summary = run_video_stage(
         "idt",

@@ -55,31 +55,48 @@ def clip_span(clip_length: int, frame_stride: int = 1) -> int:
 
 
 def clip_starts(n_frames: int, span: int, clips_per_video: int) -> np.ndarray:
-    """Start frames ``[R] int64`` of R clips of ``span`` frames, evenly spaced in a video of ``n_frames``.
+    """Distinct start frames ``[r] int64`` (r <= R) of R clips of ``span`` frames, evenly spaced in a video of
+    ``n_frames`` frames.
 
     The admissible starts ``0 .. n_frames - span`` are cut into R equal segments and each clip starts at the
-    centre of its segment (R = 1: the centre clip). Videos shorter than a clip get start 0 (frames loop).
+    centre of its segment (R = 1: the centre clip); a video with fewer admissible starts than R gets each of
+    them once, so no two keys of a video are the same clip. A video shorter than a clip has none.
     """
     if clips_per_video < 1:
         raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
-    n_starts = max(n_frames - span + 1, 1)
-    return np.floor((np.arange(clips_per_video) + 0.5) * n_starts / clips_per_video).astype(np.int64)
+    n_starts = n_frames - span + 1
+    if n_starts < 1:
+        return np.zeros(0, np.int64)
+    starts = np.floor((np.arange(clips_per_video) + 0.5) * n_starts / clips_per_video).astype(np.int64)
+    return np.unique(starts)
 
 
 def clip_keys(frame_counts: Mapping[str, int], span: int, clips_per_video: int) -> pd.DataFrame:
     """The stable clip keys of ``frame_counts`` (``{video_id: frames on the flow axis}``).
 
-    Returns a table with columns ``video_id, clip_index, start_frame`` (R rows per video, videos in the
-    order given, ``clip_index`` 0..R-1) plus ``n_frames``.
+    Returns a table with columns ``video_id, clip_index, start_frame`` (up to R rows per video, videos in
+    the order given, ``clip_index`` 0, 1, ...) plus ``n_frames``. Every clip lies inside its video: a video
+    shorter than ``span`` frames gets no key (and is logged).
     """
     video_ids = list(frame_counts)
     starts = [clip_starts(frame_counts[v], span, clips_per_video) for v in video_ids]
+    short = [v for v, s in zip(video_ids, starts, strict=True) if not len(s)]
+    if short:
+        logger.warning(
+            "%d of %d videos are shorter than a clip of %d frames and are left out (first: %s)",
+            len(short),
+            len(video_ids),
+            span,
+            short[0],
+        )
+    sizes = np.array([len(s) for s in starts], dtype=np.int64)
+    first_row = np.repeat(np.cumsum(sizes) - sizes, sizes)
     return pd.DataFrame(
         {
-            "video_id": np.repeat(np.asarray(video_ids, dtype=object), clips_per_video),
-            "clip_index": np.tile(np.arange(clips_per_video, dtype=np.int64), len(video_ids)),
+            "video_id": np.repeat(np.asarray(video_ids, dtype=object), sizes),
+            "clip_index": np.arange(sizes.sum(), dtype=np.int64) - first_row,
             "start_frame": np.concatenate(starts) if starts else np.zeros(0, np.int64),
-            "n_frames": np.repeat([frame_counts[v] for v in video_ids], clips_per_video).astype(np.int64),
+            "n_frames": np.repeat([frame_counts[v] for v in video_ids], sizes).astype(np.int64),
         }
     )
 
@@ -141,8 +158,12 @@ def labelled_videos(manifest: pd.DataFrame, split: str = "train") -> pd.DataFram
 
 
 def unlabelled_videos(manifest: pd.DataFrame) -> list[str]:
-    """Videos usable without labels: every source video plus the target's ``unlabelled`` split."""
-    rows = manifest[(manifest["dataset"] == "source") | (manifest["split"] == "unlabelled")]
+    """The unlabelled pool (D_source): the manifest's ``in_source`` rows (see ``build_manifest``); a manifest
+    from before that column has every source video plus the target's ``unlabelled`` split."""
+    if "in_source" in manifest:
+        rows = manifest[manifest["in_source"].astype(bool)]
+    else:
+        rows = manifest[(manifest["dataset"] == "source") | (manifest["split"] == "unlabelled")]
     return rows["video_id"].tolist()
 
 
@@ -208,6 +229,14 @@ class ClipDataset(Dataset):
                 raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(MODALITY_STORES)}")
         if transform.strong_view and "rgb" not in modalities:
             raise ValueError("a strong view needs the rgb modality")
+        span = clip_span(clip_length, frame_stride)
+        outside = keys[keys["start_frame"] + span > keys["n_frames"]]
+        if len(outside):
+            row = outside.iloc[0]
+            raise ValueError(
+                f"{len(outside)} clip keys reach past their video's end (first: {row['video_id']!r} starts "
+                f"at {row['start_frame']} of {row['n_frames']} frames, clip of {span}): clips never loop"
+            )
         self.root = layout.root
         self.keys = keys.reset_index(drop=True)
         self.modalities = tuple(modalities)
@@ -276,7 +305,7 @@ class ClipDataset(Dataset):
             n_starts = max(n_frames - span + 1, 1)
             jitter = n_starts // (2 * self.jitter_segments)
             start = int(np.clip(start + rng.integers(-jitter, jitter + 1), 0, n_starts - 1))
-        indices = (start + np.arange(self.clip_length) * self.frame_stride) % n_frames
+        indices = start + np.arange(self.clip_length) * self.frame_stride
         raw = {m: self._read(m, video_id, indices) for m in self.modalities}
         clip: dict[str, Any] = {}
         height, width = next(iter(raw.values())).shape[-2:]

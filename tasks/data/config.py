@@ -46,6 +46,13 @@ class DataConfig(BaseModel):
         "CMPL: 0.2, 0.5; 1.0 keeps all). The other train videos keep their split with label hidden.",
     )
     labelled_seed: int = Field(0, description="Seed of the class-stratified choice of labelled train videos.")
+    target_train_in_source: Literal["none", "hidden", "all"] = Field(
+        "none",
+        description="Target train videos that also serve, labels hidden, as unlabelled source videos "
+        "(D_source of the semi-supervised setting, MotionFit supp. Table 1 and CMPL): none; hidden (train "
+        "minus D_MPLG: the videos whose labels labelled_fraction hides); all (the whole train set). The "
+        "external source, if any, is used as well.",
+    )
     source_format: Literal["kinetics", "folder", "csv", "none"] = Field(
         "none",
         description="Source description: a Kinetics CSV (label,youtube_id,time_start,time_end,split), "

@@ -285,10 +285,21 @@ def ingest_source(config: DataConfig) -> pd.DataFrame:
 
 
 def build_manifest(config: DataConfig) -> pd.DataFrame:
-    """Target and source rows together (columns :data:`MANIFEST_COLUMNS`); ids are unique across both."""
+    """Target and source rows together (columns :data:`MANIFEST_COLUMNS`); ids are unique across both.
+
+    ``in_source`` marks the unlabelled pool that pseudo-labelling, the students and the IDT prior use: every
+    source video, the target's ``unlabelled`` split, and the target train videos that
+    ``config.target_train_in_source`` names. No target test or val video is ever in it.
+    """
     manifest = pd.concat([ingest_target(config), ingest_source(config)], ignore_index=True)
     _check_unique_ids(manifest)
-    return manifest
+    target_train = (manifest["dataset"] == "target") & (manifest["split"] == "train")
+    in_source = (manifest["dataset"] == "source") | (manifest["split"] == "unlabelled")
+    if config.target_train_in_source == "all":
+        in_source |= target_train
+    elif config.target_train_in_source == "hidden":
+        in_source |= target_train & (manifest["label_index"] < 0)
+    return manifest.assign(in_source=in_source.to_numpy(dtype=bool))
 
 
 def synthetic_data_config(root: Path) -> DataConfig:

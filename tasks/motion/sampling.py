@@ -34,13 +34,13 @@ def clip_motion_scores(
     frame_stride: int = 1,
 ) -> np.ndarray:
     """Motion score ``[N] float32`` of every key (``video_id, start_frame``): the mean flow magnitude over
-    the clip's flow frames (frames loop in videos shorter than a clip, as in :class:`ClipDataset`)."""
+    the clip's flow frames (every key's clip lies inside its video, see ``clip_keys``)."""
     store = layout.store("flow")
     scores = np.zeros(len(keys), dtype=np.float32)
     offsets = np.arange(clip_length) * frame_stride
     for video_id, rows in keys.groupby("video_id", sort=False).indices.items():
         motion = frame_motion(store.read(video_id), stored_flow_bound(store.attrs(video_id), video_id))
-        frames = (keys["start_frame"].to_numpy()[rows, None] + offsets[None, :]) % len(motion)
+        frames = keys["start_frame"].to_numpy()[rows, None] + offsets[None, :]
         scores[rows] = motion[frames].mean(axis=1)
     return scores
 

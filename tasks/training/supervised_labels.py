@@ -12,7 +12,7 @@ import pandas as pd
 
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import write_table
-from motionfit.tasks.data.clips import CLIP_KEY_COLUMNS, video_clip_keys
+from motionfit.tasks.data.clips import CLIP_KEY_COLUMNS, unlabelled_videos, video_clip_keys
 
 ONE_HOT_LOGIT = 20.0
 """Logit of the true class (others 0): softmax puts > 0.99999 on it, argmax is the label."""
@@ -21,15 +21,17 @@ ONE_HOT_LOGIT = 20.0
 def supervised_label_table(
     layout: RunLayout, manifest: pd.DataFrame, clips_per_video: int, clip_length: int, frame_stride: int = 1
 ) -> pd.DataFrame:
-    """Clip keys of every source video whose held-back label is a target class, with one-hot logits.
+    """Clip keys of every video of the unlabelled pool (the students' source) whose held-back label is a
+    target class, with one-hot logits.
 
     Returns ``video_id, clip_index, start_frame, logits`` (list<float32> over the target's classes, in
-    label_index order); raises ValueError when no source video has a usable held-back label.
+    label_index order); raises ValueError when no such video has a usable held-back label.
     """
     target = manifest[(manifest["dataset"] == "target") & (manifest["label_index"] >= 0)]
     class_index = dict(zip(target["label"], target["label_index"], strict=True))
     n_classes = int(target["label_index"].max()) + 1
-    source = manifest[(manifest["dataset"] == "source") & manifest["heldout_label"].isin(class_index)]
+    pool = manifest["video_id"].isin(unlabelled_videos(manifest))
+    source = manifest[pool & manifest["heldout_label"].isin(class_index)]
     if source.empty:
         raise ValueError(
             "no source video has a held-back label among the target classes: no supervised bound"

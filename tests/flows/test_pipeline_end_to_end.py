@@ -16,6 +16,9 @@ from motionfit.status import render_status
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
+from motionfit.storage.matrix import read_video_matrix
+from motionfit.storage.tables import read_table
+from motionfit.tasks.data.clips import ClipDataset
 from motionfit.tasks.evaluation.metrics import read_metrics
 from motionfit.tasks.evaluation.report import render_report_for_terminal
 from motionfit.tasks.training.loop import checkpoint_url
@@ -32,6 +35,21 @@ def _latest(key: str):
         )
     assert found, f"no artifact with key {key!r}"
     return found[0]
+
+
+TRAINED_ON: list[tuple[str, frozenset[str]]] = []
+"""(modalities, video ids) of every training clip data set the run built."""
+
+
+def _recording_training_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = ClipDataset.__init__
+
+    def record(self, layout, keys, modalities, clip_length, transform, **options) -> None:
+        original(self, layout, keys, modalities, clip_length, transform, **options)
+        if transform.train:
+            TRAINED_ON.append(("/".join(modalities), frozenset(self.video_ids)))
+
+    monkeypatch.setattr(ClipDataset, "__init__", record)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +78,9 @@ def finished_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tu
             "evaluate": {"fewshot_shots": [1, "all"], "gradcam_videos": 2, "retrieval_clips": 2},
         },
     )
-    pipeline_flow(config)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _recording_training_sets(monkeypatch)
+        pipeline_flow(config)
     return Path(config.run_root), config
 
 
@@ -68,12 +88,32 @@ def test_every_stage_finished_for_every_video(finished_run) -> None:
     run_root, _ = finished_run
     manifest = load_manifest(RunLayout.at(run_root))
     assert len(manifest) == 24
-    for stage in ("decode", "flow", "idt"):
+    for stage in ("decode", "flow"):
         assert (manifest[f"status_{stage}"] == "done").all(), stage
+    source = manifest["dataset"] == "source"
+    assert (manifest.loc[source, "status_idt"] == "done").all()
+    assert manifest.loc[~source, "status_idt"].isna().all(), "target videos never reach the IDT prior"
     layout = RunLayout.at(run_root)
     for stage in ("teacher", "student_motionfit", "student_idt_la", "student_supervised", "finetune_scratch"):
         assert fs.exists(checkpoint_url(layout, stage)), stage
     assert "decode" in render_status(str(run_root))
+
+
+def test_no_target_test_video_reaches_the_prior_the_teacher_pseudo_labels_or_training(finished_run) -> None:
+    run_root, _ = finished_run
+    layout = RunLayout.at(run_root)
+    manifest = load_manifest(layout)
+    test_ids = set(manifest.loc[manifest["split"] == "test", "video_id"])
+    target_ids = set(manifest.loc[manifest["dataset"] == "target", "video_id"])
+    assert len(test_ids) == 6
+    assert not target_ids & layout.markers("idt").committed_ids()
+    fv_ids, _ = read_video_matrix(layout.fv_vectors)
+    assert fv_ids and not target_ids & set(fv_ids)
+    assert not target_ids & set(read_table(layout.clusters)["video_id"])
+    assert not test_ids & set(read_table(layout.pseudo_labels)["video_id"])
+    assert {"flow", "rgb"} <= {modality for modality, _ in TRAINED_ON}  # the teacher and the RGB networks
+    for modality, video_ids in TRAINED_ON:
+        assert not test_ids & video_ids, f"a {modality} training set holds target test videos"
 
 
 def test_metrics_cover_every_method(finished_run) -> None:

@@ -32,10 +32,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunLayout, pd.DataFra
     return write_moving_squares(tmp_path_factory.mktemp("run"), n_train=2, n_test=1, n_source=1, n_frames=20)
 
 
-def test_clip_starts_are_evenly_spaced_and_short_videos_start_at_zero() -> None:
+def test_clip_starts_are_evenly_spaced_distinct_and_inside_the_video() -> None:
     assert clip_starts(20, 8, 3).tolist() == [2, 6, 10]  # floor of 13/6, 39/6, 65/6: segment centres
     assert clip_starts(20, 8, 1).tolist() == [6]
-    assert clip_starts(5, 8, 2).tolist() == [0, 0]
+    assert clip_starts(10, 8, 10).tolist() == [0, 1, 2]  # 3 admissible starts: each once, no duplicate clip
+    assert clip_starts(5, 8, 2).tolist() == []  # shorter than a clip: no key rather than looped frames
     with pytest.raises(ValueError, match="clips_per_video"):
         clip_starts(20, 8, 0)
 
@@ -210,3 +211,21 @@ def test_video_means_averages_clip_rows_in_order_of_first_appearance():
     np.testing.assert_allclose(means, [[2.0, 1.0], [2.0, 4.0]])
     with pytest.raises(ValueError, match="one id per clip row"):
         video_means(np.zeros((3, 2)), ["a", "b"])
+
+
+def test_every_clip_is_clip_length_real_frames_and_keys_of_a_video_are_distinct(tmp_path: Path) -> None:
+    """A 16-frame clip of a 16-frame video used to loop (frames 0-14, then frame 0 again) and every one of R
+    keys was that same clip; now a video yields its distinct clips of real frames, or none."""
+    layout, _ = write_moving_squares(
+        tmp_path, n_train=1, n_test=0, n_source=0, n_frames=32, directions=("left",)
+    )
+    short, _ = write_moving_squares(tmp_path / "short", n_train=1, n_test=0, n_source=0, n_frames=16)
+    keys = clip_keys(frame_counts(layout, ["target_train_left_0"], ("rgb", "flow")), 16, 4)
+    assert keys["start_frame"].tolist() == [2, 6, 10, 14] and keys["clip_index"].tolist() == [0, 1, 2, 3]
+    dataset = ClipDataset(layout, keys, ("rgb",), 16, ClipTransform(crop_size=16))
+    assert [dataset[i]["start_frame"] for i in range(4)] == [2, 6, 10, 14]
+    assert not torch.equal(dataset[1]["rgb"], dataset[0]["rgb"])
+    assert clip_keys(frame_counts(short, ["target_train_up_0"], ("rgb",)), 16, 4).empty
+    looping = keys.assign(n_frames=15)
+    with pytest.raises(ValueError, match="clips never loop"):
+        ClipDataset(layout, looping, ("rgb",), 16, ClipTransform(crop_size=16))

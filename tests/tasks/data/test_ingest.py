@@ -294,3 +294,23 @@ def test_synthetic_data_set_ingests_with_heldout_source_labels(tmp_path: Path) -
     assert (
         dict(zip(source["path"].map(lambda p: Path(p).name), source["heldout_label"], strict=True)) == planned
     )
+
+
+@pytest.mark.parametrize("mode", ["none", "hidden", "all"])
+def test_semi_supervised_source_takes_the_configured_target_train_videos_and_never_test(
+    micro_synth_root: Path, mode: str
+) -> None:
+    from motionfit.tasks.data.clips import labelled_videos, unlabelled_videos
+
+    config = synthetic_data_config(micro_synth_root).model_copy(
+        update={"labelled_fraction": 0.5, "target_train_in_source": mode}
+    )
+    manifest = build_manifest(config)
+    target = manifest[manifest["dataset"] == "target"]
+    train = set(target.loc[target["split"] == "train", "video_id"])
+    mplg = set(labelled_videos(manifest)["video_id"])  # the teacher's labelled videos: one per class here
+    source = set(manifest.loc[manifest["dataset"] == "source", "video_id"])
+    expected = {"none": source, "hidden": source | (train - mplg), "all": source | train}[mode]
+    pool = unlabelled_videos(manifest)
+    assert set(pool) == expected and len(mplg) == 3 and len(train) == 6
+    assert not set(pool) & set(target.loc[target["split"] == "test", "video_id"])
