@@ -1,4 +1,10 @@
-"""The per-video map used by every CPU stage: skip what is committed, isolate failures, report outcomes."""
+"""The per-video map used by every CPU stage: skip what is committed, isolate failures, report outcomes.
+
+Code versions. Every stage module states a ``CODE_VERSION`` (an integer). It enters the stage's Prefect cache
+key (``motionfit.flows.execution.fingerprint``) and, for the per-video stages, every video's recorded
+:func:`inputs_key`; bump it when a change to the stage's algorithm alters what it writes, and the next run
+recomputes that stage and, through their keys on its outputs, the stages that read them, nothing else.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ forward time per clip for the inference-cost table.
 
 :func:`video_features` reads a run's stored videos through the clip data set (evenly spaced centre crops,
 stable ``(video_id, clip_index, start_frame)`` keys) and averages the features of 10 clips per video, the
-retrieval protocol of VCOP, MotionFit and CMPL. :func:`extract_features` takes clips already in memory.
+retrieval protocol of VCOP, MotionFit and CMPL.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.data.clips import ClipDataset, clip_loader, video_clip_keys, video_means
-from motionfit.tasks.data.transforms import ClipTransform
-from motionfit.tasks.training.loop import predict_clips, resolve_device
+from motionfit.tasks.training.loop import video_outputs
 
 RETRIEVAL_CLIPS = 10
 """Clips per video whose features are averaged for retrieval (Xu et al. 2019, VCOP protocol)."""
@@ -46,15 +44,20 @@ def video_features(
     Returns ``(video_ids, features [V, D] float32)``; videos missing from the modality's store are left out
     (the clip data set logs them), the others keep their order.
     """
-    device = resolve_device(device)
-    keys = video_clip_keys(layout, video_ids, (modality,), clip_length, n_clips, frame_stride)
-    dataset = ClipDataset(
-        layout, keys, (modality,), clip_length, ClipTransform(crop_size=crop_size), frame_stride=frame_stride
+    return video_outputs(
+        model,
+        layout,
+        video_ids,
+        modality,
+        n_clips,
+        clip_length,
+        crop_size,
+        _pooled_features,
+        frame_stride,
+        batch_size,
+        device,
+        num_workers,
     )
-    loader = clip_loader(dataset, batch_size, device, shuffle=False, num_workers=num_workers)
-    items, _, features = predict_clips(model.to(device), loader, device, modality, forward=_pooled_features)
-    ids, means = video_means(features, keys["video_id"].to_numpy()[items])
-    return ids, means.astype(np.float32)
 
 
 @torch.inference_mode()

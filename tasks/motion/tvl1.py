@@ -27,8 +27,7 @@ from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 _opencv_threads_lock = threading.Lock()
 
 CODE_VERSION = 1
-"""Version of this stage's computation, part of its cache and per-video input keys: bump it when a change
-alters what the stage writes, and the next run recomputes this stage and what reads its output."""
+"""The stage's code version: bump it when its output changes (see :mod:`motionfit.tasks.per_video`)."""
 
 
 def create_tvl1(config: FlowConfig) -> cv2.optflow.DualTVL1OpticalFlow:

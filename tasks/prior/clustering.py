@@ -22,8 +22,7 @@ from motionfit.tasks.prior.kmeans import kmeans
 logger = logging.getLogger(__name__)
 
 CODE_VERSION = 1
-"""Version of this stage's computation, part of its cache key: bump it when a change alters what the stage
-writes, and the next run recomputes this stage and what reads its output."""
+"""The stage's code version: bump it when its output changes (see :mod:`motionfit.tasks.per_video`)."""
 
 CLUSTER_COLUMNS = ("video_id", "run", "k", "cluster")
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from motionfit.models.video_net import VideoNet, build_model, freeze_blocks
 from motionfit.storage.layout import RunLayout
@@ -28,7 +28,6 @@ from motionfit.tasks.data.clips import (
     labelled_videos,
     num_classes,
     video_clip_keys,
-    video_means,
 )
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import FinetuneConfig
@@ -53,13 +52,13 @@ from motionfit.tasks.training.loop import (
     seed_everything,
     train_one_epoch,
     use_amp,
+    video_outputs,
 )
 
 logger = logging.getLogger(__name__)
 
 CODE_VERSION = 1
-"""Version of this stage's computation, part of its cache key: bump it when a change alters what the stage
-writes, and the next run recomputes this stage and what reads its output."""
+"""The stage's code version: bump it when its output changes (see :mod:`motionfit.tasks.per_video`)."""
 
 
 def _initial_network(
@@ -112,6 +111,10 @@ def _clip_dataset(
     )
 
 
+def _probabilities(model: nn.Module, clips: Tensor) -> Tensor:
+    return torch.softmax(model(clips).float(), dim=1)
+
+
 def predict_videos(
     model: nn.Module,
     layout: RunLayout,
@@ -126,22 +129,23 @@ def predict_videos(
     num_workers: int = 0,
     amp: bool = False,
 ) -> tuple[list[str], np.ndarray]:
-    """Class probabilities of videos: softmax of ``n_clips`` evenly spaced centre-cropped clips, averaged.
-
-    Returns ``(video_ids, probabilities [V, K] float32)``; videos missing from the modality's store are left
-    out (and logged), the others keep their order.
-    """
-    device = resolve_device(device)
-    model = model.to(device)
-    videos = pd.DataFrame({"video_id": list(video_ids), "label_index": -1})
-    dataset = _clip_dataset(
-        layout, videos, modality, clip_length, n_clips, ClipTransform(crop_size=crop_size), frame_stride
+    """Class probabilities of videos: softmax of ``n_clips`` evenly spaced centre-cropped clips, averaged
+    (MotionFit's test protocol): ``(video_ids, probabilities [V, K] float32)`` (see :func:`video_outputs`)."""
+    return video_outputs(
+        model,
+        layout,
+        video_ids,
+        modality,
+        n_clips,
+        clip_length,
+        crop_size,
+        _probabilities,
+        frame_stride,
+        batch_size,
+        device,
+        num_workers,
+        amp,
     )
-    loader = clip_loader(dataset, batch_size, device, shuffle=False, num_workers=num_workers)
-    items, _, logits = predict_clips(model, loader, device, modality, amp)
-    probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    ids, means = video_means(probabilities, dataset.keys["video_id"].to_numpy()[items])
-    return ids, means.astype(np.float32)
 
 
 def finetune(

@@ -22,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists, write_table
-from motionfit.tasks.data.clips import ClipLoader, video_means
+from motionfit.tasks.data.clips import ClipDataset, ClipLoader, clip_loader, video_clip_keys, video_means
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import RESUME_IGNORED_FIELDS, TrainingConfig
 
@@ -313,6 +313,35 @@ def predict_clips(
     if not outputs:
         raise ValueError("predict_clips: the data loader yielded no batch")
     return torch.cat(indices).numpy(), torch.cat(labels).numpy(), torch.cat(outputs).numpy()
+
+
+def video_outputs(
+    model: nn.Module,
+    layout: RunLayout,
+    video_ids: Sequence[str],
+    modality: str,
+    n_clips: int,
+    clip_length: int,
+    crop_size: int,
+    forward: Callable[[nn.Module, Tensor], Tensor],
+    frame_stride: int = 1,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    amp: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """``forward(model, clips)`` of ``n_clips`` evenly spaced centre-cropped clips per video, averaged per
+    video: ``(video_ids, outputs [V, ...] float32)``. Videos missing from the modality's store are left out
+    (and logged), the others keep their order."""
+    device = resolve_device(device)
+    keys = video_clip_keys(layout, video_ids, (modality,), clip_length, n_clips, frame_stride)
+    dataset = ClipDataset(
+        layout, keys, (modality,), clip_length, ClipTransform(crop_size=crop_size), frame_stride=frame_stride
+    )
+    loader = clip_loader(dataset, batch_size, device, shuffle=False, num_workers=num_workers)
+    items, _, outputs = predict_clips(model.to(device), loader, device, modality, amp, forward=forward)
+    ids, means = video_means(outputs, keys["video_id"].to_numpy()[items])
+    return ids, means.astype(np.float32)
 
 
 def video_accuracy(item_video: np.ndarray, labels: np.ndarray, clip_logits: np.ndarray) -> float:
