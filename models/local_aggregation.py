@@ -168,3 +168,48 @@ def local_aggregation_loss(
     close |= background == indices[:, None]
     log_close = torch.logsumexp(logits.masked_fill(~close, float("-inf")), dim=1)
     return (torch.logsumexp(logits, dim=1) - log_close).mean()
+
+
+def _shares_a_cluster(cluster_labels: Tensor, rows: Tensor, chunk: int = 65536) -> Tensor:
+    """``[len(rows), N] bool``: whether bank row j shares a cluster with row i (in any clustering)."""
+    parts = [
+        (cluster_labels[:, rows, None] == cluster_labels[:, None, start : start + chunk]).any(dim=0)
+        for start in range(0, cluster_labels.shape[1], chunk)
+    ]
+    return torch.cat(parts, dim=1)
+
+
+def local_aggregation_chance(cluster_labels: Tensor, rows: Tensor | None = None) -> float:
+    """The Local Aggregation loss of an embedding that ignores the clusters, ``mean_i -log(|C_i| / N)``
+    over ``rows`` (default all): its background neighbours are then a random draw, of which the close
+    neighbours C_i (the rows sharing a cluster with i in any clustering, i included) make |C_i| / N."""
+    n_items = cluster_labels.shape[1]
+    rows = torch.arange(n_items, device=cluster_labels.device) if rows is None else rows
+    close = _shares_a_cluster(cluster_labels, rows).sum(dim=1).double()
+    return float((torch.log(torch.tensor(float(n_items), dtype=torch.float64)) - torch.log(close)).mean())
+
+
+def bank_health(
+    bank: Tensor, cluster_labels: Tensor, n_neighbours: int = 10, sample: int = 2048, seed: int = 0
+) -> dict[str, float]:
+    """Whether a memory bank has learned the clusters or collapsed, on a seeded sample of its rows:
+    ``bank_mean_cosine`` (mean cosine to the other rows; near 1 means every embedding points one way),
+    ``neighbour_cluster_rate`` (the fraction of each row's ``n_neighbours`` nearest rows that share a cluster
+    with it) and ``neighbour_cluster_rate_chance`` (that fraction for random neighbours)."""
+    n_items = bank.shape[0]
+    if n_items < 2:
+        raise ValueError(f"bank health needs at least 2 rows, got {n_items}")
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(n_items, generator=generator)[: min(sample, n_items)].to(bank.device)
+    similarities = bank[rows] @ bank.T  # [S, N]
+    own = torch.arange(len(rows), device=bank.device)
+    mean_cosine = (similarities.sum(dim=1) - similarities[own, rows]) / (n_items - 1)
+    shares = _shares_a_cluster(cluster_labels, rows)
+    shares[own, rows] = False
+    k = min(n_neighbours, n_items - 1)
+    neighbours = similarities.scatter(1, rows[:, None], float("-inf")).topk(k, dim=1).indices
+    return {
+        "bank_mean_cosine": float(mean_cosine.mean()),
+        "neighbour_cluster_rate": float(shares.gather(1, neighbours).float().mean()),
+        "neighbour_cluster_rate_chance": float(shares.sum(dim=1).double().mean() / (n_items - 1)),
+    }

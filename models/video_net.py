@@ -16,7 +16,9 @@ from motionfit.models.backbones import Backbone, build_backbone
 class VideoNet(nn.Module):
     """Backbone, global average pooling, dropout, an optional linear classifier and an optional
     L2-normalised embedding head (Wu et al. 2018 / Zhuang et al. 2019: 128-d for NCE and Local
-    Aggregation).
+    Aggregation). The embedding head batch-normalises the pooled features before its linear layer: pooled
+    post-ReLU features are all positive, and a linear head on them starts with every embedding in one
+    direction (mean pairwise cosine 0.95 measured on the synthetic videos, 0.01 with the normalisation).
 
     Args:
         backbone: maps ``[B, C, T, H, W]`` to ``[B, D, T', H', W']`` and has ``out_features`` (D).
@@ -43,11 +45,13 @@ class VideoNet(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = None if num_classes is None else nn.Linear(backbone.out_features, num_classes)
-        self.embedding = None if embedding_dim is None else nn.Linear(backbone.out_features, embedding_dim)
-        for head in (self.fc, self.embedding):
-            if head is not None:  # torchvision's VideoResNet initialisation of its classifier
-                nn.init.normal_(head.weight, 0.0, 0.01)
-                nn.init.zeros_(head.bias)
+        if self.fc is not None:  # torchvision's VideoResNet initialisation of its classifier
+            nn.init.normal_(self.fc.weight, 0.0, 0.01)
+            nn.init.zeros_(self.fc.bias)
+        self.embedding = None
+        if embedding_dim is not None:  # pooled post-ReLU features are all positive: centre them first
+            features = backbone.out_features
+            self.embedding = nn.Sequential(nn.BatchNorm1d(features), nn.Linear(features, embedding_dim))
         self.frozen_blocks = 0
 
     @property
@@ -73,9 +77,13 @@ class VideoNet(nn.Module):
 
     def embed(self, feature_map: Tensor) -> Tensor:
         """L2-normalised embedding of a feature map: ``[B, D, T', H', W']`` -> ``[B, E]`` with unit rows."""
+        return self.embed_features(self.pool(feature_map))
+
+    def embed_features(self, features: Tensor) -> Tensor:
+        """L2-normalised embedding of pooled features ``[B, D]`` -> ``[B, E]``."""
         if self.embedding is None:
             raise RuntimeError("this VideoNet was built with embedding_dim=None: it has no embedding head")
-        return F.normalize(self.embedding(self.pool(feature_map)), dim=1)
+        return F.normalize(self.embedding(features), dim=1)
 
     def features(self, x: Tensor) -> Tensor:
         """Globally pooled conv5 features (retrieval, linear probes): ``[B, C, T, H, W]`` -> ``[B, D]``."""

@@ -129,6 +129,12 @@ class StudentConfig(TrainingConfig):
         description="epochs of instance recognition before Local Aggregation (Zhuang et al. warm-up)",
     )
     bank_momentum: float = Field(0.5, ge=0, lt=1, description="memory bank momentum (0.5)")
+    bank_init: Literal["network", "random"] = Field(
+        "network",
+        description="memory bank rows at the start: the initial network's embeddings of every video, or "
+        "random unit vectors; from random rows the anchor's own row alone satisfies the LA loss, and the "
+        "network learns appearance instead of the clusters",
+    )
     # CMPL
     cmpl_scheme: CmplScheme = Field("cross", description="CMPL pseudo-labelling scheme (cross)")
     cmpl_threshold: float = Field(0.95, ge=0, le=1, description="confidence threshold tau (0.95)")

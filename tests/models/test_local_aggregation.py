@@ -134,3 +134,19 @@ def test_input_errors() -> None:
         instance_recognition_loss(embeddings, torch.tensor([0, 10]), bank)
     with pytest.raises(ValueError, match=r"embeddings must be \[B, D\] and bank \[N, D\]"):
         instance_recognition_loss(embeddings[:, :4], torch.tensor([0, 1]), bank)
+
+
+def test_chance_loss_and_bank_health_tell_a_collapsed_bank_from_one_that_follows_the_clusters() -> None:
+    from motionfit.models.local_aggregation import bank_health, local_aggregation_chance
+
+    labels = torch.arange(40).remainder(4)[None]  # one clustering: 4 clusters of 10
+    assert local_aggregation_chance(labels) == pytest.approx(math.log(4))
+    directions = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)))
+    noise = 0.05 * torch.randn(40, 16, generator=torch.Generator().manual_seed(1))
+    following = torch.nn.functional.normalize(directions[labels[0]] + noise)
+    collapsed = torch.nn.functional.normalize(directions[0] + noise)
+    good, bad = bank_health(following, labels, n_neighbours=5), bank_health(collapsed, labels, n_neighbours=5)
+    assert good["neighbour_cluster_rate"] == pytest.approx(1.0)
+    assert good["neighbour_cluster_rate_chance"] == pytest.approx(9 / 39)
+    assert bad["bank_mean_cosine"] > 0.9 and good["bank_mean_cosine"] < 0.5
+    assert bad["neighbour_cluster_rate"] < 0.6

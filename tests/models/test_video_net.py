@@ -24,8 +24,20 @@ def test_heads_shapes_and_values() -> None:
     embedding = model.embed(model.feature_map(clip))
     assert embedding.shape == (2, 128)
     torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2))
-    direction = features @ model.embedding.weight.T + model.embedding.bias
+    norm, linear = model.embedding
+    centred = (features - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)  # eval: running stats
+    direction = (centred * norm.weight + norm.bias) @ linear.weight.T + linear.bias
     torch.testing.assert_close(embedding, direction / direction.norm(dim=1, keepdim=True))
+
+
+def test_the_embedding_head_centres_positive_features_so_embeddings_spread() -> None:
+    model = tiny_model(num_classes=None, embedding_dim=128).train()
+    with torch.no_grad():
+        features = torch.rand(64, 64) + 1.0  # all positive, like pooled post-ReLU features
+        embeddings = model.embed_features(features)
+    similarity = embeddings @ embeddings.T
+    mean_cosine = (similarity.sum() - 64) / (64 * 63)
+    assert abs(float(mean_cosine)) < 0.2
 
 
 def test_dropout_acts_in_training_only() -> None:

@@ -6,6 +6,7 @@ the videos sharing a cluster with the anchor in any of the m k-means runs on IDT
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -13,13 +14,19 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from motionfit.models.local_aggregation import MemoryBank, instance_recognition_loss, local_aggregation_loss
+from motionfit.models.local_aggregation import (
+    MemoryBank,
+    bank_health,
+    instance_recognition_loss,
+    local_aggregation_chance,
+    local_aggregation_loss,
+)
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
-from motionfit.tasks.data.clips import MODALITY_CHANNELS, ClipDataset, unlabelled_videos
+from motionfit.tasks.data.clips import MODALITY_CHANNELS, ClipDataset, clip_loader, unlabelled_videos
 from motionfit.tasks.training.config import StudentConfig
-from motionfit.tasks.training.loop import clip_transform, model_args
+from motionfit.tasks.training.loop import clip_transform, clips_as_batch, model_args, to_device
 from motionfit.tasks.training.students.objective import ObjectiveSetup, student_modalities, video_keys
 
 logger = logging.getLogger(__name__)
@@ -85,5 +92,47 @@ def setup(
         detached = embeddings.detach()
         return loss, {}, lambda: bank.update(indices, detached)
 
+    def initialise_bank() -> None:
+        """Every bank row from the initial network (train-mode batch norm, features normalised together)."""
+        if config.bank_init == "random":
+            return
+        loader = clip_loader(
+            dataset, config.batch_size, device, shuffle=False, num_workers=config.num_workers
+        )
+        network.train()
+        with torch.no_grad():
+            features = [
+                network.pool(network.feature_map(clips_as_batch(to_device(batch, device)["rgb"])))
+                for batch in loader
+            ]
+            bank.embeddings.copy_(network.embed_features(torch.cat(features)).float())
+
+    health_rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))[:2048]
+    la_chance = local_aggregation_chance(cluster_labels, health_rows.to(device))
+    ir_chance = math.log(min(config.ir_negatives + 1, len(dataset)))
+
+    def epoch_health(epoch: int, metrics: dict[str, Any]) -> dict[str, float]:
+        """The loss's chance value, the bank's spread and how many of its neighbours share a cluster."""
+        chance = ir_chance if epoch < config.ir_warmup_epochs else la_chance
+        health = {"loss_chance": chance, **bank_health(bank.embeddings, cluster_labels, seed=config.seed)}
+        if abs(metrics["loss"] - chance) <= 0.02 * chance:
+            logger.warning(
+                "local aggregation epoch %d: loss %.3f sits at its chance value %.3f (bank mean cosine "
+                "%.2f): the embedding does not follow the clusters",
+                epoch,
+                metrics["loss"],
+                chance,
+                health["bank_mean_cosine"],
+            )
+        return health
+
     logger.info("local aggregation on %d videos, %d clusterings", len(dataset), cluster_labels.shape[0])
-    return ObjectiveSetup(network, args, dataset, loss_fn, extra={"bank": bank})
+    return ObjectiveSetup(
+        network,
+        args,
+        dataset,
+        loss_fn,
+        extra={"bank": bank},
+        prepare=initialise_bank,
+        epoch_health=epoch_health,
+    )

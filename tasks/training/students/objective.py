@@ -28,14 +28,18 @@ map is the student's on ``batch["rgb"]``, ``after_update`` runs after the optimi
 @dataclass
 class ObjectiveSetup:
     """What an objective builds for the shared student loop: the ``network`` to export with its
-    ``build_model`` ``args``, the training ``dataset``, the step's ``loss_fn``, and ``extra`` modules saved in
-    the checkpoint beside the network (a memory bank)."""
+    ``build_model`` ``args``, the training ``dataset``, the step's ``loss_fn``, ``extra`` modules saved in
+    the checkpoint beside the network (a memory bank), ``prepare`` run once before training (a resumed
+    checkpoint then overwrites what it set), and ``epoch_health(epoch, metrics)`` adding diagnostics to each
+    epoch's metrics."""
 
     network: VideoNet
     args: dict[str, Any]
     dataset: ClipDataset
     loss_fn: LossFn
     extra: dict[str, nn.Module] = field(default_factory=dict)
+    prepare: Callable[[], None] | None = None
+    epoch_health: Callable[[int, dict[str, Any]], dict[str, float]] | None = None
 
 
 ObjectiveSetupFn = Callable[[RunLayout, pd.DataFrame, StudentConfig, Any], ObjectiveSetup]

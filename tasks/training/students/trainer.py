@@ -105,6 +105,8 @@ def train_single_network(
     if config.lmcl_weight > 0:
         contrast, modules["lmcl_heads"] = load_motion_contrast(layout, network, config, device)
     model = nn.ModuleDict(modules).to(device)
+    if setup.prepare is not None:
+        setup.prepare()
     dataset: ClipDataset = setup.dataset
     loader = clip_loader(
         dataset, config.batch_size, device, shuffle=True, num_workers=config.num_workers, seed=config.seed
@@ -129,9 +131,12 @@ def train_single_network(
     def run_epoch(epoch: int) -> dict[str, Any]:
         current_epoch[0] = epoch
         loader.set_epoch(epoch)
-        return train_one_epoch(
+        metrics = train_one_epoch(
             model, step, optimizer, scheduler, loader, device, epoch, scaler, amp=amp, channels_last=amp
         )
+        if setup.epoch_health is not None:
+            metrics.update(setup.epoch_health(epoch, metrics))
+        return metrics
 
     history = fit(layout, stage, config, state, run_epoch, on_epoch_end, data_key)
     summary = {

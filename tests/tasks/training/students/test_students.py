@@ -14,11 +14,19 @@ from motionfit.models.cmpl import cmpl_pseudo_labels
 from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, write_table
-from motionfit.tasks.data.clips import ClipDataset, EpochSampler, clip_keys, frame_counts, make_loader
+from motionfit.tasks.data.clips import (
+    ClipDataset,
+    EpochSampler,
+    clip_keys,
+    clip_loader,
+    frame_counts,
+    make_loader,
+)
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import PseudoLabelConfig, StudentConfig
 from motionfit.tasks.training.loop import history_url, load_checkpoint, load_network
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels
+from motionfit.tasks.training.students import local_aggregation
 from motionfit.tasks.training.students.cmpl import PairedBatches, cmpl_step
 from motionfit.tasks.training.students.local_aggregation import cluster_matrix
 from motionfit.tasks.training.students.trainer import train_student
@@ -100,7 +108,27 @@ def test_local_aggregation_student_loss_is_finite_and_decreases(run: tuple[RunLa
     assert bank.shape == (12, 128)
     torch.testing.assert_close(bank.norm(dim=1), torch.ones(12))
     network, _ = load_network(summary["checkpoint"])
-    assert network.embedding.out_features == 128 and network.fc is None
+    assert network.embedding[-1].out_features == 128 and network.fc is None
+    health = history[["loss_chance", "bank_mean_cosine", "neighbour_cluster_rate"]]
+    assert np.isfinite(health.to_numpy()).all() and (health["bank_mean_cosine"].abs() <= 1).all()
+    assert history["loss_chance"].iloc[0] == pytest.approx(np.log(12))  # IR: exact softmax over 12 rows
+
+
+def test_local_aggregation_bank_starts_from_the_networks_embeddings(
+    run: tuple[RunLayout, pd.DataFrame],
+) -> None:
+    layout, manifest = run
+    config = StudentConfig(**{**TINY, "batch_size": 12}, objective="local_aggregation", clips_per_video=2)
+    torch.manual_seed(0)
+    setup = local_aggregation.setup(layout, manifest, config, torch.device("cpu"))
+    random_rows = setup.extra["bank"].embeddings.clone()
+    setup.prepare()
+    bank = setup.extra["bank"].embeddings
+    (batch,) = list(clip_loader(setup.dataset, 12, torch.device("cpu"), shuffle=False))
+    with torch.no_grad():
+        expected = setup.network.embed_features(setup.network.features(batch["rgb"].flatten(0, 1)))
+    torch.testing.assert_close(bank, expected)
+    assert not torch.allclose(bank, random_rows)
 
 
 def test_cluster_matrix_stacks_every_clustering() -> None:
