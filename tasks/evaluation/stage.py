@@ -285,10 +285,24 @@ def evaluate_run(
     }
     if histories:
         result.plots["Training curves"] = plot_training_curves(histories, layout.plot("training_curves"))
+    records += training_steps_records(methods, histories)
     metrics = metrics_frame([{"split": "test", "seed": seed, **record} for record in records])
     pct = percent_of_supervised_frame(metrics)
     result.metrics = pd.concat([metrics, pct], ignore_index=True) if len(pct) else metrics
     return result
+
+
+def training_steps_records(methods: list[str], histories: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """``train_steps`` of each method: the optimiser steps of every stage its evaluated network went through
+    (its student, or the teacher, and its fine-tuning), so that methods are compared at known budgets."""
+    records = []
+    for name in methods:
+        method = METHODS[name]
+        stages = [method.representation_stage, method.finetune_stage]
+        counted = [histories[s]["steps"].sum() for s in stages if s in histories and "steps" in histories[s]]
+        if counted:
+            records.append({"method": name, "metric": "train_steps", "value": float(sum(counted))})
+    return records
 
 
 def _diagnostics(

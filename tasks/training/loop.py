@@ -244,7 +244,7 @@ def train_one_epoch(
     log_every: int = 50,
 ) -> dict[str, float]:
     """One epoch of ``step_fn`` over ``data_loader``; returns the epoch means of the loss and step metrics,
-    the last learning rate, and throughput (``clips_per_s``, ``seconds``).
+    the last learning rate, the optimiser ``steps`` taken and throughput (``clips_per_s``, ``seconds``).
 
     ``step_fn(batch)`` gets the batch already on ``device`` and runs under autocast when ``amp``; the loop
     does the backward pass (through ``scaler``), the optimiser step and the per-iteration scheduler step.
@@ -279,7 +279,9 @@ def train_one_epoch(
         raise ValueError(f"epoch {epoch}: the data loader yielded no batch (fewer items than one batch?)")
     seconds = time.perf_counter() - start
     metrics = {name: float(total) / n_steps for name, total in sums.items()}
-    metrics.update(lr=optimizer.param_groups[0]["lr"], seconds=seconds, clips_per_s=n_clips / seconds)
+    metrics.update(
+        lr=optimizer.param_groups[0]["lr"], steps=n_steps, seconds=seconds, clips_per_s=n_clips / seconds
+    )
     return metrics
 
 

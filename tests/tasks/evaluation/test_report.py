@@ -133,3 +133,25 @@ def test_terminal_tables_are_aligned_text(tmp_path, metrics):
         report.format_terminal_tables(evaluation_metrics.metrics_frame([]))
         == "No metrics have been recorded yet."
     )
+
+
+def test_percent_of_supervised_is_shown_only_where_the_bound_is_the_best_row(metrics) -> None:
+    (_, top1), *_ = report.report_tables(metrics)
+    assert "% sup." in top1.columns  # supervised 92.0 beats every other row
+    weaker = metrics.copy()
+    weaker.loc[(weaker["method"] == "supervised") & (weaker["metric"] == "top1"), "value"] = 50.0
+    (_, top1), *_ = report.report_tables(weaker)
+    assert "% sup." not in top1.columns and "Top-1 (%)" in top1.columns
+
+
+def test_the_training_budget_sums_each_methods_stages() -> None:
+    from motionfit.tasks.evaluation.stage import training_steps_records
+
+    histories = {
+        "teacher": pd.DataFrame({"epoch": [0, 1], "steps": [3, 3]}),
+        "student_motionfit": pd.DataFrame({"epoch": [0, 1, 2], "steps": [10, 10, 10]}),
+        "finetune_motionfit": pd.DataFrame({"epoch": [0], "steps": [4]}),
+        "finetune_scratch": pd.DataFrame({"epoch": [0], "steps": [4]}),
+    }
+    records = training_steps_records(["scratch", "teacher", "motionfit", "idt_la"], histories)
+    assert {r["method"]: r["value"] for r in records} == {"scratch": 4.0, "teacher": 6.0, "motionfit": 34.0}
