@@ -139,10 +139,10 @@ def student_config(method: Method, config: PipelineConfig, layout: RunLayout) ->
 
 
 def student_inputs(method: Method, layout: RunLayout) -> Any:
-    """What a student is trained on, as a fingerprint: the frames, plus its targets' table (or the labelled
-    target, for CMPL)."""
+    """What a student is trained on, as a fingerprint: the frames, plus its targets' table (or the manifest,
+    for CMPL's labelled target and for the objectives that see the unlabelled videos alone)."""
     frames = _store_fingerprint(layout, "decode")
-    if method.trains_on == "target":
+    if method.trains_on in ("target", "videos"):
         return fingerprint(
             "student", STUDENT_CODE_VERSION, method.name, frames, _manifest_fingerprint(layout)
         )

@@ -190,12 +190,16 @@ def local_aggregation_chance(cluster_labels: Tensor, rows: Tensor | None = None)
 
 
 def bank_health(
-    bank: Tensor, cluster_labels: Tensor, n_neighbours: int = 10, sample: int = 2048, seed: int = 0
+    bank: Tensor,
+    cluster_labels: Tensor | None = None,
+    n_neighbours: int = 10,
+    sample: int = 2048,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Whether a memory bank has learned the clusters or collapsed, on a seeded sample of its rows:
-    ``bank_mean_cosine`` (mean cosine to the other rows; near 1 means every embedding points one way),
-    ``neighbour_cluster_rate`` (the fraction of each row's ``n_neighbours`` nearest rows that share a cluster
-    with it) and ``neighbour_cluster_rate_chance`` (that fraction for random neighbours)."""
+    ``bank_mean_cosine`` (mean cosine to the other rows; near 1 means every embedding points one way) and,
+    given clusterings, ``neighbour_cluster_rate`` (the fraction of each row's ``n_neighbours`` nearest rows
+    that share a cluster with it) and ``neighbour_cluster_rate_chance`` (that fraction for random rows)."""
     n_items = bank.shape[0]
     if n_items < 2:
         raise ValueError(f"bank health needs at least 2 rows, got {n_items}")
@@ -204,6 +208,8 @@ def bank_health(
     similarities = bank[rows] @ bank.T  # [S, N]
     own = torch.arange(len(rows), device=bank.device)
     mean_cosine = (similarities.sum(dim=1) - similarities[own, rows]) / (n_items - 1)
+    if cluster_labels is None:
+        return {"bank_mean_cosine": float(mean_cosine.mean())}
     shares = _shares_a_cluster(cluster_labels, rows)
     shares[own, rows] = False
     k = min(n_neighbours, n_items - 1)

@@ -39,6 +39,13 @@ STAGES = (
 )
 
 
+def _student_section(method: str, description: str) -> Any:
+    """The config field of ``method``'s student section, defaulting to the method's section defaults."""
+    return Field(
+        default_factory=lambda: StudentConfig(**METHODS[method].section_defaults), description=description
+    )
+
+
 class PipelineConfig(BaseModel):
     """Everything a run needs; ``run_root`` is a local path or an fsspec URL."""
 
@@ -62,33 +69,35 @@ class PipelineConfig(BaseModel):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
-    motionfit: StudentConfig = Field(
-        default_factory=StudentConfig,
-        description="The MotionFit student on the teacher's pseudo-labels; the supervised bound's recipe.",
+    motionfit: StudentConfig = _student_section(
+        "motionfit", "The MotionFit student on the teacher's pseudo-labels; the supervised bound's recipe."
     )
-    idt_la: StudentConfig = Field(
-        default_factory=lambda: StudentConfig(objective="local_aggregation"),
-        description="The IDT-prior Local Aggregation student.",
+    mscl: StudentConfig = _student_section(
+        "mscl", "MotionFit's student with MSCL's motion differential sampling and local motion contrast."
     )
-    cmpl: StudentConfig = Field(
-        default_factory=lambda: StudentConfig(objective="cmpl"),
-        description="CMPL's primary and auxiliary networks (semi-supervised on the target).",
+    idt_la: StudentConfig = _student_section("idt_la", "The IDT-prior Local Aggregation student.")
+    video_ir: StudentConfig = _student_section("video_ir", "Video instance recognition (no prior).")
+    video_la: StudentConfig = _student_section(
+        "video_la", "Video Local Aggregation on k-means of the network's own embeddings (no IDT prior)."
+    )
+    cmpl: StudentConfig = _student_section(
+        "cmpl", "CMPL's primary and auxiliary networks (semi-supervised on the target)."
     )
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @model_validator(mode="before")
     @classmethod
-    def _objectives_from_the_methods(cls, values: Any) -> Any:
-        """A student section's ``objective`` is its method's (tasks/methods.py); a section may omit it."""
+    def _section_defaults_from_the_methods(cls, values: Any) -> Any:
+        """A student section takes its method's defaults (tasks/methods.py: the objective, MSCL's options)
+        for the fields a config leaves out."""
         if not isinstance(values, dict):
             return values
         values = dict(values)
         for name in {m.section for m in METHODS.values() if m.section is not None}:
             section = values.get(name)
-            if isinstance(section, dict) and "objective" not in section:
-                objective = next(m.objective for m in METHODS.values() if m.section == name)
-                values[name] = {**section, "objective": objective}
+            if isinstance(section, dict):
+                values[name] = {**METHODS[name].section_defaults, **section}
         return values
 
     @field_validator("methods")

@@ -10,14 +10,14 @@ IDT stages when its student learns from the IDT clusters. Stage names derive fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 TEACHER_STAGE = "teacher"
 """Checkpoint folder of the flow teacher (``checkpoints/teacher``)."""
 
 Modality = Literal["rgb", "flow"]
-TrainsOn = Literal["pseudo_labels", "clusters", "supervised_labels", "target"]
+TrainsOn = Literal["pseudo_labels", "clusters", "supervised_labels", "target", "videos"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class Method:
     """One method: ``name`` (in configs, metrics and stage names), ``label`` (in reports), the ``objective``
     and config ``section`` of its student (None: no student), what that student ``trains_on`` (the teacher's
     pseudo-labels, the IDT clusters, the source's held-back labels, or the labelled target with unlabelled
-    videos), its ``init`` for fine-tuning (None: not fine-tuned), whether it ``needs_idt``, and the
-    ``modality`` it sees at test time."""
+    videos, or the unlabelled videos alone), its ``init`` for fine-tuning (None: not fine-tuned), whether it
+    ``needs_idt``, the ``modality`` it sees at test time, and ``section_defaults``: the values its config
+    section takes where a config leaves them out (the objective at least)."""
 
     name: str
     label: str
@@ -36,6 +37,12 @@ class Method:
     init: Literal["random", "student"] | None = None
     needs_idt: bool = False
     modality: Modality = "rgb"
+    section_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.objective is not None:
+            defaults = {"objective": self.objective, **self.section_defaults}
+            object.__setattr__(self, "section_defaults", defaults)
 
     @property
     def student_stage(self) -> str | None:
@@ -78,6 +85,22 @@ METHODS: dict[str, Method] = {
             init="student",
             needs_idt=True,
         ),
+        Method(
+            "video_ir",
+            "Video instance recognition",
+            objective="instance_recognition",
+            section="video_ir",
+            trains_on="videos",
+            init="student",
+        ),
+        Method(
+            "video_la",
+            "Video Local Aggregation (own k-means)",
+            objective="video_local_aggregation",
+            section="video_la",
+            trains_on="videos",
+            init="student",
+        ),
         Method("cmpl", "CMPL", objective="cmpl", section="cmpl", trains_on="target"),
         Method(
             "motionfit",
@@ -86,6 +109,15 @@ METHODS: dict[str, Method] = {
             section="motionfit",
             trains_on="pseudo_labels",
             init="student",
+        ),
+        Method(
+            "mscl",
+            "MSCL student (motion sampling + LMCL)",
+            objective="pseudo_labels",
+            section="mscl",
+            trains_on="pseudo_labels",
+            init="student",
+            section_defaults={"motion_sampling": True, "lmcl_weight": 1.0},
         ),
         Method(
             "supervised",

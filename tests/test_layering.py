@@ -12,7 +12,7 @@ FAMILY_IMPORTS = {
     "data": {"motion"},
     "idt": {"motion"},
     "prior": {"idt"},
-    "training": {"data", "motion"},
+    "training": {"data", "motion", "prior"},
     "evaluation": {"data", "motion", "prior", "training"},
 }
 FOLDER_IMPORTS = {"models": {"models"}, "storage": {"storage"}, "tasks": {"tasks", "models", "storage"}}

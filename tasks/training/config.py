@@ -98,8 +98,12 @@ class PseudoLabelConfig(BaseModel):
 class StudentConfig(TrainingConfig):
     """The RGB student (R(2+1)D-18, 16 x 112 x 112 in MotionFit, CMPL and the IDT-prior paper)."""
 
-    objective: Literal["pseudo_labels", "local_aggregation", "cmpl"] = Field(
-        "pseudo_labels", description="MotionFit pseudo-labels, IDT-prior Local Aggregation, or CMPL"
+    objective: Literal[
+        "pseudo_labels", "local_aggregation", "instance_recognition", "video_local_aggregation", "cmpl"
+    ] = Field(
+        "pseudo_labels",
+        description="MotionFit pseudo-labels, Local Aggregation on the IDT clusters, instance recognition, "
+        "Local Aggregation on k-means of the network's embeddings, or CMPL",
     )
     pseudo_labels_url: str | None = Field(
         None,
@@ -134,6 +138,15 @@ class StudentConfig(TrainingConfig):
         description="memory bank rows at the start: the initial network's embeddings of every video, or "
         "random unit vectors; from random rows the anchor's own row alone satisfies the LA loss, and the "
         "network learns appearance instead of the clusters",
+    )
+    la_kmeans_clusters: int | None = Field(
+        None,
+        ge=2,
+        description="video_local_aggregation: k-means clusters of the memory bank per run (None: one per "
+        "40 videos, as the IDT clustering's default)",
+    )
+    la_kmeans_runs: int = Field(
+        3, ge=1, description="video_local_aggregation: k-means runs of the bank per epoch (m; chosen here: 3)"
     )
     # CMPL
     cmpl_scheme: CmplScheme = Field("cross", description="CMPL pseudo-labelling scheme (cross)")

@@ -61,3 +61,11 @@ def test_cmpl_is_reported_under_its_own_name_in_registry_order() -> None:
         "supervised",
         "idt_clusters",
     ]
+
+
+def test_a_section_takes_its_methods_defaults_for_what_a_config_leaves_out() -> None:
+    config = load_config(preset="tiny", overrides={"mscl": {"epochs": 2}})
+    assert config.mscl.motion_sampling and config.mscl.lmcl_weight > 0 and config.mscl.epochs == 2
+    ablation = load_config(preset="tiny", overrides={"mscl": {"lmcl_weight": 0.0}})
+    assert ablation.mscl.lmcl_weight == 0.0 and ablation.mscl.motion_sampling
+    assert config.video_la.objective == "video_local_aggregation"

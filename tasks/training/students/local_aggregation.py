@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,10 +22,18 @@ from motionfit.models.local_aggregation import (
     local_aggregation_chance,
     local_aggregation_loss,
 )
-from motionfit.models.video_net import build_model
+from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
-from motionfit.tasks.data.clips import MODALITY_CHANNELS, ClipDataset, clip_loader, unlabelled_videos
+from motionfit.tasks.data.clips import (
+    MODALITY_CHANNELS,
+    ClipDataset,
+    clip_loader,
+    hash_seed,
+    unlabelled_videos,
+)
+from motionfit.tasks.prior.clustering import default_n_clusters
+from motionfit.tasks.prior.kmeans import kmeans
 from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.loop import clip_transform, clips_as_batch, model_args, to_device
 from motionfit.tasks.training.students.objective import ObjectiveSetup, student_modalities, video_keys
@@ -45,16 +54,11 @@ def cluster_matrix(clusters: pd.DataFrame, video_ids: list[str]) -> np.ndarray:
     return rows.to_numpy(dtype=np.int64).T.copy()
 
 
-def setup(
-    layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
-) -> ObjectiveSetup:
-    clusters = read_table(layout.clusters)
-    clustered = set(clusters["video_id"])
-    video_ids = [v for v in unlabelled_videos(manifest) if v in clustered]
-    if not video_ids:
-        raise ValueError(
-            "no unlabelled video has a cluster in clusters.parquet: run the IDT clustering first"
-        )
+def _bank_training(
+    layout: RunLayout, config: StudentConfig, device: torch.device, video_ids: list[str]
+) -> tuple[ClipDataset, dict[str, Any], VideoNet, MemoryBank, Callable[[], None]]:
+    """What every memory-bank objective trains: one clip per video per visit, a network with an embedding
+    head, its bank, and the function that fills the bank from the initial network (``bank_init``)."""
     keys = video_keys(layout, video_ids, config)
     dataset = ClipDataset(
         layout,
@@ -67,30 +71,10 @@ def setup(
         jitter_segments=config.clips_per_video,
         seed=config.seed,
     )
-    cluster_labels = torch.from_numpy(cluster_matrix(clusters, dataset.video_ids)).to(device)
     args = model_args(config, MODALITY_CHANNELS["rgb"], None, embedding_dim=config.embedding_dim)
     network = build_model(**args)
     generator = torch.Generator().manual_seed(config.seed)
     bank = MemoryBank(len(dataset), config.embedding_dim, config.bank_momentum, generator=generator)
-
-    def loss_fn(batch: dict[str, Any], feature_map: Tensor, epoch: int) -> tuple[Tensor, dict[str, Any], Any]:
-        embeddings = network.embed(feature_map).float()
-        indices = batch["index"]
-        if epoch < config.ir_warmup_epochs:
-            loss = instance_recognition_loss(
-                embeddings, indices, bank.embeddings, config.la_temperature, config.ir_negatives
-            )
-        else:
-            loss = local_aggregation_loss(
-                embeddings,
-                indices,
-                bank.embeddings,
-                cluster_labels,
-                config.la_temperature,
-                config.la_background_neighbours,
-            )
-        detached = embeddings.detach()
-        return loss, {}, lambda: bank.update(indices, detached)
 
     def initialise_bank() -> None:
         """Every bank row from the initial network (train-mode batch norm, features normalised together)."""
@@ -107,26 +91,156 @@ def setup(
             ]
             bank.embeddings.copy_(network.embed_features(torch.cat(features)).float())
 
+    return dataset, args, network, bank, initialise_bank
+
+
+def _instance_recognition_chance(config: StudentConfig, n_items: int) -> float:
+    """The instance-recognition loss of embeddings that tell no video apart: log of the softmax's size."""
+    return math.log(min(config.ir_negatives + 1, n_items))
+
+
+def _warn_at_chance(epoch: int, loss: float, chance: float, mean_cosine: float) -> None:
+    if abs(loss - chance) <= 0.02 * chance:
+        logger.warning(
+            "memory-bank student epoch %d: loss %.3f sits at its chance value %.3f (bank mean cosine %.2f): "
+            "the embedding has not learned",
+            epoch,
+            loss,
+            chance,
+            mean_cosine,
+        )
+
+
+def _local_aggregation_setup(
+    config: StudentConfig,
+    dataset: ClipDataset,
+    args: dict[str, Any],
+    network: VideoNet,
+    bank: MemoryBank,
+    initialise_bank: Callable[[], None],
+    cluster_labels: Callable[[int], Tensor],
+) -> ObjectiveSetup:
+    """Instance recognition for ``config.ir_warmup_epochs``, then Local Aggregation whose close neighbours
+    share a cluster in ``cluster_labels(epoch)`` (``[m, N]``), with the health line of every epoch."""
+    ir_chance = _instance_recognition_chance(config, len(dataset))
     health_rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))[:2048]
-    la_chance = local_aggregation_chance(cluster_labels, health_rows.to(device))
-    ir_chance = math.log(min(config.ir_negatives + 1, len(dataset)))
+
+    def loss_fn(batch: dict[str, Any], feature_map: Tensor, epoch: int) -> tuple[Tensor, dict[str, Any], Any]:
+        embeddings = network.embed(feature_map).float()
+        indices = batch["index"]
+        if epoch < config.ir_warmup_epochs:
+            loss = instance_recognition_loss(
+                embeddings, indices, bank.embeddings, config.la_temperature, config.ir_negatives
+            )
+        else:
+            loss = local_aggregation_loss(
+                embeddings,
+                indices,
+                bank.embeddings,
+                cluster_labels(epoch),
+                config.la_temperature,
+                config.la_background_neighbours,
+            )
+        detached = embeddings.detach()
+        return loss, {}, lambda: bank.update(indices, detached)
 
     def epoch_health(epoch: int, metrics: dict[str, Any]) -> dict[str, float]:
         """The loss's chance value, the bank's spread and how many of its neighbours share a cluster."""
-        chance = ir_chance if epoch < config.ir_warmup_epochs else la_chance
-        health = {"loss_chance": chance, **bank_health(bank.embeddings, cluster_labels, seed=config.seed)}
-        if abs(metrics["loss"] - chance) <= 0.02 * chance:
-            logger.warning(
-                "local aggregation epoch %d: loss %.3f sits at its chance value %.3f (bank mean cosine "
-                "%.2f): the embedding does not follow the clusters",
-                epoch,
-                metrics["loss"],
-                chance,
-                health["bank_mean_cosine"],
-            )
+        labels = cluster_labels(epoch)
+        if epoch < config.ir_warmup_epochs:
+            chance = ir_chance
+        else:
+            chance = local_aggregation_chance(labels, health_rows.to(labels.device))
+        health = {"loss_chance": chance, **bank_health(bank.embeddings, labels, seed=config.seed)}
+        _warn_at_chance(epoch, metrics["loss"], chance, health["bank_mean_cosine"])
         return health
 
-    logger.info("local aggregation on %d videos, %d clusterings", len(dataset), cluster_labels.shape[0])
+    return ObjectiveSetup(
+        network,
+        args,
+        dataset,
+        loss_fn,
+        extra={"bank": bank},
+        prepare=initialise_bank,
+        epoch_health=epoch_health,
+    )
+
+
+def setup(
+    layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
+) -> ObjectiveSetup:
+    """Local Aggregation with the IDT prior: close neighbours from the fixed k-means runs of
+    ``clusters.parquet``."""
+    clusters = read_table(layout.clusters)
+    clustered = set(clusters["video_id"])
+    video_ids = [v for v in unlabelled_videos(manifest) if v in clustered]
+    if not video_ids:
+        raise ValueError(
+            "no unlabelled video has a cluster in clusters.parquet: run the IDT clustering first"
+        )
+    dataset, args, network, bank, initialise_bank = _bank_training(layout, config, device, video_ids)
+    labels = torch.from_numpy(cluster_matrix(clusters, dataset.video_ids)).to(device)
+    logger.info("local aggregation on %d videos, %d IDT clusterings", len(dataset), labels.shape[0])
+    return _local_aggregation_setup(
+        config, dataset, args, network, bank, initialise_bank, lambda epoch: labels
+    )
+
+
+def video_setup(
+    layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
+) -> ObjectiveSetup:
+    """Video Local Aggregation without a prior (Zhuang et al.'s EM, the IDT-prior paper's baseline): the
+    close neighbours come from ``la_kmeans_runs`` k-means runs of the memory bank itself, redone at the start
+    of every epoch (seeded by the run's seed, the epoch and the run, so a resumed run clusters alike)."""
+    dataset, args, network, bank, initialise_bank = _bank_training(
+        layout, config, device, unlabelled_videos(manifest)
+    )
+    n_clusters = config.la_kmeans_clusters or default_n_clusters(len(dataset))
+    clustered: dict[int, Tensor] = {}
+
+    def bank_clusters(epoch: int) -> Tensor:
+        if epoch not in clustered:
+            clustered.clear()
+            points = bank.embeddings.detach().cpu().numpy()
+            runs = [
+                kmeans(points, n_clusters, seed=hash_seed(config.seed, epoch, run)).labels
+                for run in range(config.la_kmeans_runs)
+            ]
+            clustered[epoch] = torch.from_numpy(np.stack(runs)).to(bank.embeddings.device)
+        return clustered[epoch]
+
+    logger.info(
+        "video local aggregation on %d videos, %d clusters x %d runs",
+        len(dataset),
+        n_clusters,
+        config.la_kmeans_runs,
+    )
+    return _local_aggregation_setup(config, dataset, args, network, bank, initialise_bank, bank_clusters)
+
+
+def instance_recognition_setup(
+    layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
+) -> ObjectiveSetup:
+    """Video instance recognition (Wu et al. 2018): every video its own class, through the memory bank."""
+    dataset, args, network, bank, initialise_bank = _bank_training(
+        layout, config, device, unlabelled_videos(manifest)
+    )
+    chance = _instance_recognition_chance(config, len(dataset))
+
+    def loss_fn(batch: dict[str, Any], feature_map: Tensor, epoch: int) -> tuple[Tensor, dict[str, Any], Any]:
+        embeddings = network.embed(feature_map).float()
+        indices = batch["index"]
+        loss = instance_recognition_loss(
+            embeddings, indices, bank.embeddings, config.la_temperature, config.ir_negatives
+        )
+        detached = embeddings.detach()
+        return loss, {}, lambda: bank.update(indices, detached)
+
+    def epoch_health(epoch: int, metrics: dict[str, Any]) -> dict[str, float]:
+        health = {"loss_chance": chance, **bank_health(bank.embeddings, seed=config.seed)}
+        _warn_at_chance(epoch, metrics["loss"], chance, health["bank_mean_cosine"])
+        return health
+
     return ObjectiveSetup(
         network,
         args,

@@ -156,6 +156,10 @@ def train_single_network(
 OBJECTIVES: dict[str, StudentTrainer] = {
     "pseudo_labels": functools.partial(train_single_network, pseudo_labels.setup),
     "local_aggregation": functools.partial(train_single_network, local_aggregation.setup),
+    "instance_recognition": functools.partial(
+        train_single_network, local_aggregation.instance_recognition_setup
+    ),
+    "video_local_aggregation": functools.partial(train_single_network, local_aggregation.video_setup),
     "cmpl": train_cmpl,
 }
 """The student objectives by ``StudentConfig.objective``."""

@@ -208,3 +208,27 @@ def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
     assert any(k.startswith("lmcl_heads.student.") for k in keys) and not any(
         "teacher.backbone" in k for k in keys
     )
+
+
+@pytest.mark.parametrize("objective", ["instance_recognition", "video_local_aggregation"])
+def test_memory_bank_students_without_a_prior_train_and_report_their_health(
+    run: tuple[RunLayout, pd.DataFrame], objective: str
+) -> None:
+    layout, manifest = run
+    config = StudentConfig(
+        **TINY,
+        objective=objective,
+        epochs=3,
+        lr=0.05,
+        ir_warmup_epochs=1,
+        clips_per_video=2,
+        la_kmeans_clusters=3,
+    )
+    stage = f"student_{objective}"
+    summary = train_student(layout, manifest, config, "cpu", stage=stage)
+    history = read_table(history_url(layout, stage))
+    assert summary["n_items"] == 12 and np.isfinite(history["loss"]).all()
+    assert np.isfinite(history["bank_mean_cosine"]).all()
+    if objective == "video_local_aggregation":  # LA on the bank's own 3 clusters after one IR epoch
+        assert history["loss_chance"].iloc[0] == pytest.approx(np.log(12))
+        assert history["loss_chance"].iloc[-1] < np.log(12) and "neighbour_cluster_rate" in history
