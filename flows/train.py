@@ -138,10 +138,9 @@ def student_config(method: Method, config: PipelineConfig, layout: RunLayout) ->
     return section
 
 
-def student_inputs(method: Method, layout: RunLayout) -> Any:
-    """What a student is trained on, as a fingerprint: the frames, plus its targets' table (or the manifest,
-    for CMPL's labelled target and for the objectives that see the unlabelled videos alone)."""
-    frames = _store_fingerprint(layout, "decode")
+def student_inputs(method: Method, layout: RunLayout, frames: Any) -> Any:
+    """What a student is trained on, as a fingerprint: the ``frames`` fingerprint, plus its targets' table (or
+    the manifest, for CMPL's labelled target and for the objectives that see the unlabelled videos alone)."""
     if method.trains_on in ("target", "videos"):
         return fingerprint(
             "student", STUDENT_CODE_VERSION, method.name, frames, _manifest_fingerprint(layout)
@@ -161,6 +160,7 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
     layout = RunLayout.at(config.run_root)
     device = config.runtime.resolved_device()
     results = {}
+    frames = _store_fingerprint(layout, "decode")
     for method in (METHODS[name] for name in ordered(config.methods)):
         if method.objective is None:
             continue
@@ -175,7 +175,7 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
             )
         run = student_task.with_options(**stage_task_options(layout))
         section = student_config(method, config, layout)
-        inputs = student_inputs(method, layout)
+        inputs = student_inputs(method, layout, frames)
         results[method.name] = run(layout.root, section, method.student_stage, device, inputs)
         logger.info("student %s: %s", method.name, results[method.name])
     return results
