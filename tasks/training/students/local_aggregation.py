@@ -118,10 +118,11 @@ def _local_aggregation_setup(
     network: VideoNet,
     bank: MemoryBank,
     initialise_bank: Callable[[], None],
-    cluster_labels: Callable[[int], Tensor],
+    cluster_labels: Callable[[int], Tensor | None],
 ) -> ObjectiveSetup:
     """Instance recognition for ``config.ir_warmup_epochs``, then Local Aggregation whose close neighbours
-    share a cluster in ``cluster_labels(epoch)`` (``[m, N]``), with the health line of every epoch."""
+    share a cluster in ``cluster_labels(epoch)`` (``[m, N]``; None while no epoch needs clusters), with the
+    health line of every epoch."""
     ir_chance = _instance_recognition_chance(config, len(dataset))
     health_rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))[:2048]
 
@@ -221,32 +222,12 @@ def video_setup(
 def instance_recognition_setup(
     layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
 ) -> ObjectiveSetup:
-    """Video instance recognition (Wu et al. 2018): every video its own class, through the memory bank."""
+    """Video instance recognition (Wu et al. 2018): every video its own class, through the memory bank; the
+    Local Aggregation objective whose instance-recognition warm-up lasts every epoch (no clusters)."""
     dataset, args, network, bank, initialise_bank = _bank_training(
         layout, config, device, unlabelled_videos(manifest)
     )
-    chance = _instance_recognition_chance(config, len(dataset))
-
-    def loss_fn(batch: dict[str, Any], feature_map: Tensor, epoch: int) -> tuple[Tensor, dict[str, Any], Any]:
-        embeddings = network.embed(feature_map).float()
-        indices = batch["index"]
-        loss = instance_recognition_loss(
-            embeddings, indices, bank.embeddings, config.la_temperature, config.ir_negatives
-        )
-        detached = embeddings.detach()
-        return loss, {}, lambda: bank.update(indices, detached)
-
-    def epoch_health(epoch: int, metrics: dict[str, Any]) -> dict[str, float]:
-        health = {"loss_chance": chance, **bank_health(bank.embeddings, seed=config.seed)}
-        _warn_at_chance(epoch, metrics["loss"], chance, health["bank_mean_cosine"])
-        return health
-
-    return ObjectiveSetup(
-        network,
-        args,
-        dataset,
-        loss_fn,
-        extra={"bank": bank},
-        prepare=initialise_bank,
-        epoch_health=epoch_health,
+    every_epoch = config.model_copy(update={"ir_warmup_epochs": config.epochs})
+    return _local_aggregation_setup(
+        every_epoch, dataset, args, network, bank, initialise_bank, lambda epoch: None
     )
