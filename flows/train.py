@@ -22,7 +22,6 @@ from motionfit.tasks.training.config import (
 )
 from motionfit.tasks.training.finetune import CODE_VERSION as FINETUNE_CODE_VERSION
 from motionfit.tasks.training.finetune import finetune
-from motionfit.tasks.training.loop import checkpoint_url
 from motionfit.tasks.training.pseudo_labels import CODE_VERSION as PSEUDO_LABEL_CODE_VERSION
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels, pseudo_label_accuracy
 from motionfit.tasks.training.students.trainer import CODE_VERSION as STUDENT_CODE_VERSION
@@ -122,7 +121,7 @@ def pseudo_label_flow(config: PipelineConfig) -> dict[str, Any]:
         "pseudo_label",
         PSEUDO_LABEL_CODE_VERSION,
         _manifest_fingerprint(layout),
-        file_fingerprint(checkpoint_url(layout, config.pseudo_label.teacher_stage)),
+        file_fingerprint(layout.checkpoint(config.pseudo_label.teacher_stage)),
     )
     run = pseudo_label_task.with_options(**stage_task_options(layout))
     return run(layout.root, config.pseudo_label, config.runtime.resolved_device(), inputs)
@@ -193,7 +192,7 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
     for method in (METHODS[name] for name in ordered(config.methods)):
         if not method.finetuned:
             continue
-        init = None if method.init == "random" else checkpoint_url(layout, method.student_stage)
+        init = None if method.init == "random" else layout.checkpoint(method.student_stage)
         inputs = fingerprint(
             "finetune", FINETUNE_CODE_VERSION, method.name, frames, manifest, init and file_fingerprint(init)
         )

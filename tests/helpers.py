@@ -11,7 +11,7 @@ import torch
 
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.training.loop import checkpoint_url, save_checkpoint
+from motionfit.tasks.training.loop import save_checkpoint
 
 REFERENCE_DATA = Path(__file__).parent / "reference_data"
 """Reference outputs checked into the repository (see its README.md)."""
@@ -116,7 +116,7 @@ def save_teacher(layout: RunLayout, stage: str = "teacher") -> torch.nn.Module:
     with torch.no_grad():  # a classifier with distinct outputs per clip
         network.fc.weight.normal_(0, 1.0)
     save_checkpoint(
-        checkpoint_url(layout, stage),
+        layout.checkpoint(stage),
         {"model": network.state_dict(), "network_args": args, "config": TEACHER_CLIP, "epoch": 0},
     )
     return network

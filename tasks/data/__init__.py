@@ -26,7 +26,10 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "labelled_videos": "clips",
         "unlabelled_videos": "clips",
         "num_classes": "clips",
-        "make_loader": "clips",
+        "clip_loader": "clips",
+        "ClipLoader": "clips",
+        "video_clip_keys": "clips",
+        "video_means": "clips",
         "ClipTransform": "transforms",
     },
 )

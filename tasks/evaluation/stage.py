@@ -46,8 +46,6 @@ from motionfit.tasks.motion.tvl1 import compute_tvl1_flow
 from motionfit.tasks.prior.clustering import cluster_quality
 from motionfit.tasks.training.finetune import predict_videos
 from motionfit.tasks.training.loop import (
-    checkpoint_url,
-    history_url,
     load_network,
     model_args,
     seed_everything,
@@ -93,7 +91,7 @@ def representation(method: str, layout: RunLayout, finetune_config: Any, device:
     a student, or for ``scratch`` a randomly initialised network (seeded) of the fine-tuning architecture."""
     stage = METHODS[method].representation_stage
     if stage is not None:
-        return _network_from_checkpoint(checkpoint_url(layout, stage), device)
+        return _network_from_checkpoint(layout.checkpoint(stage), device)
     seed_everything(seed)
     model = build_model(**model_args(finetune_config, 3, None)).to(device).eval()
     return _Network(
@@ -124,7 +122,7 @@ def method_test_probabilities(
     stored predictions, or those of the evaluated network (the flow teacher, CMPL's primary network)."""
     entry = METHODS[method]
     if not entry.finetuned:
-        network = _network_from_checkpoint(checkpoint_url(layout, entry.evaluated_stage), device)
+        network = _network_from_checkpoint(layout.checkpoint(entry.evaluated_stage), device)
         return predict_videos(
             network.model,
             layout,
@@ -179,7 +177,7 @@ def _gradcam_plot(
     layout: RunLayout, method: str, test_ids: list[str], class_names: list[str], count: int, device: str
 ) -> str:
     """Grad-CAM heat maps of the fine-tuned ``method`` network on the first ``count`` test videos."""
-    network = _network_from_checkpoint(checkpoint_url(layout, METHODS[method].evaluated_stage), device)
+    network = _network_from_checkpoint(layout.checkpoint(METHODS[method].evaluated_stage), device)
     store = layout.store("frames")
     frames = [store.read(video_id)[: network.clip_length] for video_id in test_ids[:count]]
     clips = torch.stack([_centre_clip(f, network.crop_size) for f in frames]).to(device)
@@ -279,9 +277,9 @@ def evaluate_run(
         )
     records += _diagnostics(layout, manifest, labels, result)
     histories = {
-        stage: read_table(history_url(layout, stage))
+        stage: read_table(layout.history(stage))
         for stage in training_stages()
-        if table_exists(history_url(layout, stage))
+        if table_exists(layout.history(stage))
     }
     if histories:
         result.plots["Training curves"] = plot_training_curves(histories, layout.plot("training_curves"))

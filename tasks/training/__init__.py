@@ -13,7 +13,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "FinetuneConfig": "config",
         "train_one_epoch": "loop",
         "fit": "loop",
-        "checkpoint_url": "loop",
         "load_network": "loop",
         "train_teacher": "teacher",
         "generate_pseudo_labels": "pseudo_labels",

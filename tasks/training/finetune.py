@@ -35,7 +35,6 @@ from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
     TrainingState,
-    checkpoint_url,
     clip_transform,
     clips_as_batch,
     fit,
@@ -234,7 +233,7 @@ def finetune(
     history = fit(layout, stage_name, config, state, run_epoch, on_epoch_end, data_key)
     summary: dict[str, Any] = {
         "stage": stage_name,
-        "checkpoint": checkpoint_url(layout, stage_name),
+        "checkpoint": layout.checkpoint(stage_name),
         "init_checkpoint": init_checkpoint,
         "modality": modality,
         "epochs": len(history),

@@ -380,15 +380,6 @@ def validate(
 # Checkpoints
 
 
-def checkpoint_url(layout: RunLayout, stage: str) -> str:
-    """The last checkpoint of ``stage``: ``<run>/checkpoints/<stage>/last.pt``."""
-    return layout.checkpoint(stage)
-
-
-def history_url(layout: RunLayout, stage: str) -> str:
-    return layout.history(stage)
-
-
 def save_checkpoint(url: str, checkpoint: Mapping[str, Any]) -> None:
     """Write ``checkpoint`` to ``url`` atomically (a crash leaves the previous checkpoint intact)."""
     buffer = io.BytesIO()
@@ -468,7 +459,7 @@ def fit(
     Call it right after seeding and building ``state`` so that a fresh and a resumed run start alike.
     Returns the whole metrics history (one dict per epoch).
     """
-    url = checkpoint_url(layout, stage)
+    url = layout.checkpoint(stage)
     config_dict = _plain(config.model_dump())
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -483,8 +474,8 @@ def fit(
             state.scaler.load_state_dict(checkpoint["scaler"])
             restore_rng_state(checkpoint["rng_state"])
             start_epoch = checkpoint["epoch"] + 1
-            if table_exists(history_url(layout, stage)):
-                history = read_table(history_url(layout, stage)).to_dict("records")[:start_epoch]
+            if table_exists(layout.history(stage)):
+                history = read_table(layout.history(stage)).to_dict("records")[:start_epoch]
             logger.info("%s: resuming after epoch %d from %s", stage, checkpoint["epoch"], url)
         else:
             logger.warning(
@@ -511,7 +502,7 @@ def fit(
                 "network_prefix": state.network_prefix,
             },
         )
-        write_table(history_url(layout, stage), pd.DataFrame(history))
+        write_table(layout.history(stage), pd.DataFrame(history))
         logger.info("%s epoch %d: %s", stage, epoch, {k: v for k, v in metrics.items() if k != "stage"})
         if on_epoch_end is not None:
             on_epoch_end(dict(metrics))

@@ -31,7 +31,6 @@ from motionfit.tasks.data.clips import (
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import PseudoLabelConfig, TargetMode
 from motionfit.tasks.training.loop import (
-    checkpoint_url,
     load_network,
     predict_clips,
     prepare_model,
@@ -89,7 +88,7 @@ def generate_pseudo_labels(
     """
     device = resolve_device(device)
     amp = config.amp and device.type == "cuda"
-    teacher, checkpoint = load_network(checkpoint_url(layout, config.teacher_stage), device)
+    teacher, checkpoint = load_network(layout.checkpoint(config.teacher_stage), device)
     teacher = prepare_model(teacher, device, channels_last=amp)
     teacher_config = checkpoint["config"]
     clip_length, frame_stride = teacher_config["clip_length"], teacher_config["frame_stride"]
@@ -120,7 +119,7 @@ def generate_pseudo_labels(
         len(table),
         keys["video_id"].nunique(),
         config.level,
-        checkpoint_url(layout, config.teacher_stage),
+        layout.checkpoint(config.teacher_stage),
     )
     return table
 

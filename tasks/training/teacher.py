@@ -33,7 +33,6 @@ from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
     TrainingState,
-    checkpoint_url,
     clip_transform,
     clips_as_batch,
     fit,
@@ -137,7 +136,7 @@ def train_teacher(
     final = last_metrics(history)
     summary = {
         "stage": stage,
-        "checkpoint": checkpoint_url(layout, stage),
+        "checkpoint": layout.checkpoint(stage),
         "epochs": len(history),
         "n_videos": len(train_loader.dataset),
         "num_classes": n_classes,

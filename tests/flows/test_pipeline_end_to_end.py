@@ -21,7 +21,6 @@ from motionfit.storage.tables import read_table
 from motionfit.tasks.data.clips import ClipDataset
 from motionfit.tasks.evaluation.metrics import read_metrics
 from motionfit.tasks.evaluation.report import render_report_for_terminal
-from motionfit.tasks.training.loop import checkpoint_url
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +94,7 @@ def test_every_stage_finished_for_every_video(finished_run) -> None:
     assert manifest.loc[~source, "status_idt"].isna().all(), "target videos never reach the IDT prior"
     layout = RunLayout.at(run_root)
     for stage in ("teacher", "student_motionfit", "student_idt_la", "student_supervised", "finetune_scratch"):
-        assert fs.exists(checkpoint_url(layout, stage)), stage
+        assert fs.exists(layout.checkpoint(stage)), stage
     assert "decode" in render_status(str(run_root))
 
 
@@ -176,8 +175,8 @@ def test_a_second_run_reuses_every_result(finished_run) -> None:
     run_root, config = finished_run
     layout = RunLayout.at(run_root)
     watched = [
-        checkpoint_url(layout, "teacher"),
-        checkpoint_url(layout, "finetune_motionfit"),
+        layout.checkpoint("teacher"),
+        layout.checkpoint("finetune_motionfit"),
         layout.pseudo_labels,
     ]
     before = [Path(url).stat().st_mtime_ns for url in watched]

@@ -37,7 +37,6 @@ from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
     TrainingState,
-    checkpoint_url,
     clip_transform,
     clips_as_batch,
     fit,
@@ -272,7 +271,7 @@ def train_cmpl(
     final = last_metrics(history)
     summary = {
         "stage": stage,
-        "checkpoint": checkpoint_url(layout, stage),
+        "checkpoint": layout.checkpoint(stage),
         "objective": "cmpl",
         "epochs": len(history),
         "n_items": len(unlabelled_set),

@@ -12,7 +12,7 @@ from motionfit.models.video_net import VideoNet
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import MODALITY_CHANNELS
 from motionfit.tasks.training.config import StudentConfig
-from motionfit.tasks.training.loop import checkpoint_url, load_network
+from motionfit.tasks.training.loop import load_network
 
 
 class MotionContrast:
@@ -75,6 +75,6 @@ def load_motion_contrast(
     layout: RunLayout, student: VideoNet, config: StudentConfig, device: torch.device
 ) -> tuple[MotionContrast, nn.ModuleDict]:
     """The frozen teacher of ``config.teacher_stage`` and fresh LMCL heads for ``student``."""
-    teacher, _ = load_network(checkpoint_url(layout, config.teacher_stage), device)
+    teacher, _ = load_network(layout.checkpoint(config.teacher_stage), device)
     heads = MotionContrast.build_heads(student, teacher, config, device)
     return MotionContrast(teacher, heads, config.lmcl_temperature), heads

@@ -31,7 +31,6 @@ from motionfit.tasks.training.loop import (
     EpochCallback,
     StepOutput,
     TrainingState,
-    checkpoint_url,
     clips_as_batch,
     fit,
     last_metrics,
@@ -141,7 +140,7 @@ def train_single_network(
     history = fit(layout, stage, config, state, run_epoch, on_epoch_end, data_key)
     summary = {
         "stage": stage,
-        "checkpoint": checkpoint_url(layout, stage),
+        "checkpoint": layout.checkpoint(stage),
         "objective": config.objective,
         "epochs": len(history),
         "n_items": len(dataset),

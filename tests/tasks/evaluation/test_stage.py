@@ -11,7 +11,7 @@ from helpers import write_moving_squares
 
 from motionfit.models.video_net import build_model
 from motionfit.tasks.evaluation.stage import method_test_probabilities
-from motionfit.tasks.training.loop import checkpoint_url, save_checkpoint
+from motionfit.tasks.training.loop import save_checkpoint
 
 CLIP = {"clip_length": 6, "frame_stride": 1, "crop_size": 24}
 
@@ -24,7 +24,7 @@ def test_a_method_without_fine_tuning_is_scored_by_its_student_network(tmp_path:
     network = build_model(**args)
     state = {f"student.{k}": v for k, v in network.state_dict().items()}
     checkpoint = {"model": state, "network_args": args, "network_prefix": "student.", "config": CLIP}
-    save_checkpoint(checkpoint_url(layout, "student_cmpl"), {**checkpoint, "epoch": 0})
+    save_checkpoint(layout.checkpoint("student_cmpl"), {**checkpoint, "epoch": 0})
     test_ids = manifest.loc[manifest["split"] == "test", "video_id"].tolist()
     ids, probabilities = method_test_probabilities("cmpl", layout, test_ids, n_clips=2, device="cpu")
     assert ids == test_ids and probabilities.shape == (len(test_ids), 4)

@@ -17,7 +17,7 @@ from motionfit.tasks.data.clips import ClipDataset, clip_keys, frame_counts, lab
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import FinetuneConfig
 from motionfit.tasks.training.finetune import finetune, predict_videos
-from motionfit.tasks.training.loop import checkpoint_url, history_url, load_checkpoint, save_checkpoint
+from motionfit.tasks.training.loop import load_checkpoint, save_checkpoint
 
 TINY = {
     "arch": "r3d_18",
@@ -51,7 +51,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunLayout, pd.DataFra
     )
     torch.manual_seed(0)
     student = build_model(**STUDENT_ARGS)  # an embedding network, as Local Aggregation exports it
-    url = checkpoint_url(layout, "student")
+    url = layout.checkpoint("student")
     save_checkpoint(
         url,
         {
@@ -91,7 +91,7 @@ def test_training_from_scratch_freezes_nothing_and_plateau_watches_validation(ru
     layout, manifest, _ = run
     config = FinetuneConfig(**TINY, epochs=2, lr=0.05, schedule="plateau", plateau_patience=0)
     summary = finetune(layout, manifest, config, None, "finetune_scratch", "cpu")
-    history = read_table(history_url(layout, "finetune_scratch"))
+    history = read_table(layout.history("finetune_scratch"))
     assert summary["init_checkpoint"] is None and np.isfinite(history["val_loss"]).all()
     checkpoint = load_checkpoint(summary["checkpoint"])
     assert checkpoint["network_args"]["num_classes"] == 4

@@ -21,9 +21,7 @@ from motionfit.tasks.training.loop import (
     StepOutput,
     TrainingState,
     capture_rng_state,
-    checkpoint_url,
     fit,
-    history_url,
     load_checkpoint,
     lr_factor,
     make_lr_scheduler,
@@ -147,7 +145,7 @@ def test_fit_resumes_after_the_last_completed_epoch(tmp_path: Path) -> None:
     history = fit(layout, "toy", config, state, run_epoch)
     assert ran == [0, 1, 2, 3]
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
-    assert read_table(history_url(layout, "toy"))["loss"].tolist() == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
+    assert read_table(layout.history("toy"))["loss"].tolist() == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
     ran.clear()
     fit(layout, "toy", config.model_copy(update={"num_workers": 7}), state, run_epoch)  # ignored field
     assert ran == []
@@ -175,7 +173,7 @@ def test_fit_retrains_when_its_training_data_changed(tmp_path: Path) -> None:
     assert ran == [0, 1]
     fit(layout, "toy", config, state, run_epoch, data_key="clusters v2")  # same config, new labels
     assert ran == [0, 1, 0, 1]
-    assert load_checkpoint(checkpoint_url(layout, "toy"))["data_key"] == "clusters v2"
+    assert load_checkpoint(layout.checkpoint("toy"))["data_key"] == "clusters v2"
 
 
 def test_interrupted_and_resumed_training_ends_with_identical_weights(tmp_path: Path) -> None:
@@ -192,13 +190,13 @@ def test_interrupted_and_resumed_training_ends_with_identical_weights(tmp_path: 
 
     with pytest.raises(Crash):
         train_teacher(layout, manifest, config, "cpu", on_epoch_end=crash_after_epoch_1, stage="resumed")
-    assert load_checkpoint(checkpoint_url(layout, "resumed"))["epoch"] == 1
+    assert load_checkpoint(layout.checkpoint("resumed"))["epoch"] == 1
     random.seed(123)  # a new process would start from other generator states: resumption must restore them
     torch.manual_seed(123)
     train_teacher(layout, manifest, config, "cpu", stage="resumed")
 
-    expected = load_checkpoint(checkpoint_url(layout, "straight"))
-    actual = load_checkpoint(checkpoint_url(layout, "resumed"))
+    expected = load_checkpoint(layout.checkpoint("straight"))
+    actual = load_checkpoint(layout.checkpoint("resumed"))
     assert expected["epoch"] == actual["epoch"] == 2
     assert expected["model"].keys() == actual["model"].keys()
     for name, tensor in expected["model"].items():
@@ -208,8 +206,8 @@ def test_interrupted_and_resumed_training_ends_with_identical_weights(tmp_path: 
         torch.equal(a, s["momentum_buffer"])
         for a, s in zip(momentum, actual["optimizer"]["state"].values(), strict=True)
     )
-    straight_losses = read_table(history_url(layout, "straight"))["loss"].tolist()
-    assert read_table(history_url(layout, "resumed"))["loss"].tolist() == straight_losses
+    straight_losses = read_table(layout.history("straight"))["loss"].tolist()
+    assert read_table(layout.history("resumed"))["loss"].tolist() == straight_losses
 
 
 def test_video_accuracy_averages_clip_scores_per_video() -> None:

@@ -15,7 +15,7 @@ from motionfit.storage.tables import read_table
 from motionfit.tasks.data.clips import labelled_videos
 from motionfit.tasks.training.config import TeacherConfig
 from motionfit.tasks.training.finetune import predict_videos
-from motionfit.tasks.training.loop import history_url, load_checkpoint, load_network
+from motionfit.tasks.training.loop import load_checkpoint, load_network
 from motionfit.tasks.training.teacher import train_teacher
 
 TINY = {
@@ -52,7 +52,7 @@ def test_teacher_learns_directions_from_flow(tmp_path: Path) -> None:
     assert summary["epochs"] == 10 and summary["n_videos"] == 24 and summary["num_classes"] == 4
     assert [m["epoch"] for m in published] == list(range(10))
     assert published[-1]["loss"] < published[0]["loss"]
-    history = read_table(history_url(layout, "teacher"))
+    history = read_table(layout.history("teacher"))
     assert history["epoch"].tolist() == list(range(10)) and "val_video_top1" in history
 
     network, checkpoint = load_network(summary["checkpoint"])

@@ -18,7 +18,7 @@ from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1 import compute_flows
 from motionfit.tasks.training.config import TeacherConfig
 from motionfit.tasks.training.finetune import predict_videos
-from motionfit.tasks.training.loop import checkpoint_url, load_network
+from motionfit.tasks.training.loop import load_network
 from motionfit.tasks.training.teacher import train_teacher
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_teacher_learns_synthetic_motion_classes_from_tvl1_flow(tmp_path: Path) 
         clips_per_video=2,
     )
     train_teacher(layout, manifest, config, "cpu")
-    network, _ = load_network(checkpoint_url(layout, "teacher"))
+    network, _ = load_network(layout.checkpoint("teacher"))
     test = labelled_videos(manifest, "test")
     ids, probabilities = predict_videos(network, layout, list(test["video_id"]), "flow", 5, 8, 32)
     truth = test.set_index("video_id").loc[ids, "label_index"].to_numpy()

@@ -24,7 +24,7 @@ from motionfit.tasks.data.clips import (
 )
 from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import PseudoLabelConfig, StudentConfig
-from motionfit.tasks.training.loop import history_url, load_checkpoint, load_network
+from motionfit.tasks.training.loop import load_checkpoint, load_network
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels
 from motionfit.tasks.training.students import local_aggregation
 from motionfit.tasks.training.students.cmpl import PairedBatches, cmpl_step
@@ -99,7 +99,7 @@ def test_local_aggregation_student_loss_is_finite_and_decreases(run: tuple[RunLa
         **TINY, objective="local_aggregation", epochs=5, lr=0.05, ir_warmup_epochs=1, clips_per_video=2
     )
     summary = train_student(layout, manifest, config, "cpu", stage="student_la")
-    history = read_table(history_url(layout, "student_la"))
+    history = read_table(layout.history("student_la"))
     losses = history["loss"].to_numpy()
     assert summary["n_items"] == 12 and np.isfinite(losses).all()
     assert losses[-1] < losses[1], f"Local Aggregation losses {losses[1:]} do not decrease"
@@ -190,7 +190,7 @@ def test_cmpl_objective_trains_primary_and_auxiliary_networks(run: tuple[RunLayo
     }
     assert widths == {"student": 32, "auxiliary": 8}  # 512/16 and a quarter of it
     assert summary["n_labelled"] == 4 and summary["n_items"] == 12 and "val_video_top1" in summary
-    history = read_table(history_url(layout, "student_cmpl"))
+    history = read_table(layout.history("student_cmpl"))
     assert {"primary_mask_rate", "auxiliary_mask_rate", "primary_supervised_loss"} <= set(history.columns)
 
 
@@ -200,7 +200,7 @@ def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
     layout, manifest = run
     config = StudentConfig(**TINY, objective="pseudo_labels", epochs=1, lmcl_weight=0.5, motion_sampling=True)
     summary = train_student(layout, manifest, config, "cpu", stage="student_mscl")
-    history = read_table(history_url(layout, "student_mscl")).iloc[0]
+    history = read_table(layout.history("student_mscl")).iloc[0]
     assert np.isfinite(history["lmcl_loss"]) and history["lmcl_loss"] > 0
     assert history["loss"] == pytest.approx(history["objective_loss"] + 0.5 * history["lmcl_loss"], rel=1e-4)
     assert summary["n_items"] == 12  # motion sampling keeps the more dynamic of each video's 2 clips
@@ -226,7 +226,7 @@ def test_memory_bank_students_without_a_prior_train_and_report_their_health(
     )
     stage = f"student_{objective}"
     summary = train_student(layout, manifest, config, "cpu", stage=stage)
-    history = read_table(history_url(layout, stage))
+    history = read_table(layout.history(stage))
     assert summary["n_items"] == 12 and np.isfinite(history["loss"]).all()
     assert np.isfinite(history["bank_mean_cosine"]).all()
     if objective == "video_local_aggregation":  # LA on the bank's own 3 clusters after one IR epoch
