@@ -192,7 +192,11 @@ def report_tables(
         ),
         (
             "Pseudo-label accuracy (%)",
-            _metric_table(summary, {"pseudo_label_acc": "Accuracy (%)"}, split_column=True),
+            _metric_table(
+                summary,
+                {"pseudo_label_acc": "Accuracy (%)", "pseudo_label_mask_rate": "Confident (%)"},
+                split_column=True,
+            ),
         ),
     ]
     return [(title, table) for title, table in tables if not table.empty]

@@ -284,6 +284,7 @@ def evaluate_run(
     if histories:
         result.plots["Training curves"] = plot_training_curves(histories, layout.plot("training_curves"))
     records += training_steps_records(methods, histories)
+    records += cmpl_pseudo_label_records(histories)
     metrics = metrics_frame([{"split": "test", "seed": seed, **record} for record in records])
     pct = percent_of_supervised_frame(metrics)
     result.metrics = pd.concat([metrics, pct], ignore_index=True) if len(pct) else metrics
@@ -301,6 +302,22 @@ def training_steps_records(methods: list[str], histories: dict[str, pd.DataFrame
         if counted:
             records.append({"method": name, "metric": "train_steps", "value": float(sum(counted))})
     return records
+
+
+def cmpl_pseudo_label_records(histories: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """CMPL's primary network's pseudo-labels in its last epoch: their accuracy against the source's held-out
+    labels and the share that passed the confidence mask (both in percent, from the student's history)."""
+    history = histories.get(METHODS["cmpl"].student_stage or "")
+    if history is None or "primary_pseudo_label_top1" not in history:
+        return []
+    last = history.iloc[-1]
+    return [
+        {"method": "cmpl", "metric": metric, "value": float(last[column]), "split": "source"}
+        for metric, column in (
+            ("pseudo_label_acc", "primary_pseudo_label_top1"),
+            ("pseudo_label_mask_rate", "primary_mask_rate"),
+        )
+    ]
 
 
 def _diagnostics(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from motionfit.tasks.methods import TEACHER_STAGE
 
@@ -139,6 +139,20 @@ class StudentConfig(TrainingConfig):
         "random unit vectors; from random rows the anchor's own row alone satisfies the LA loss, and the "
         "network learns appearance instead of the clusters",
     )
+    joint_space_epochs: int = Field(
+        0,
+        ge=0,
+        description="idt_la: the last epochs, after Local Aggregation on the fixed IDT clusters, whose close "
+        "neighbours come from k-means of the joint IDT + ConvNet space (each video's Fisher vector and bank "
+        "row), redone every epoch (the IDT-prior paper's final tuning step); 0: off",
+    )
+    joint_space_weight: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="share of the ConvNet embedding in the joint space's squared distances (the Fisher "
+        "vector has the rest; both parts are unit vectors)",
+    )
     la_kmeans_clusters: int | None = Field(
         None,
         ge=2,
@@ -165,6 +179,15 @@ class StudentConfig(TrainingConfig):
     lmcl_temperature: float = Field(0.1, gt=0, description="InfoNCE temperature of LMCL")
     lmcl_embedding_dim: int = Field(128, ge=1, description="projection size of the LMCL heads")
     teacher_stage: str = Field(TEACHER_STAGE, description="stage of the flow teacher (LMCL)")
+
+    @model_validator(mode="after")
+    def _joint_space_after_warm_up(self) -> StudentConfig:
+        if self.joint_space_epochs and self.joint_space_epochs > self.epochs - self.ir_warmup_epochs:
+            raise ValueError(
+                f"joint_space_epochs {self.joint_space_epochs} exceeds the {self.epochs} epochs less the "
+                f"{self.ir_warmup_epochs} of instance-recognition warm-up"
+            )
+        return self
 
 
 class FinetuneConfig(TrainingConfig):

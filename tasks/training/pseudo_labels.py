@@ -124,23 +124,29 @@ def generate_pseudo_labels(
     return table
 
 
-def pseudo_label_accuracy(pseudo_labels: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
-    """Accuracy of the pseudo-labels against the held-out labels of the unlabelled videos (diagnostics only).
-
-    ``heldout_label`` holds class names (mapped to the target's ``label_index`` through its ``label``
-    column) or class indices. Returns ``{clip_top1, video_top1, n_clips, n_videos}`` (accuracies in percent;
-    NaN accuracies and zero counts when no labelled video is pseudo-labelled).
-    """
-    empty = {"clip_top1": float("nan"), "video_top1": float("nan"), "n_clips": 0, "n_videos": 0}
+def heldout_label_index(manifest: pd.DataFrame) -> pd.Series:
+    """The target class index of every video whose held-out label is a target class (diagnostics only):
+    ``heldout_label`` holds class names (mapped through the target's ``label`` -> ``label_index``) or
+    indices. Indexed by ``video_id``; empty when the manifest has no held-out labels."""
     if "heldout_label" not in manifest:
-        return empty
+        return pd.Series(dtype=np.int64)
     heldout = manifest.set_index("video_id")["heldout_label"].dropna()
     target = manifest[(manifest["dataset"] == "target") & (manifest["label_index"] >= 0)]
     class_index = dict(zip(target["label"], target["label_index"], strict=True))
     truth = heldout.map(
         lambda label: class_index.get(label, label if isinstance(label, int | np.integer) else -1)
     )
-    rows = pseudo_labels[pseudo_labels["video_id"].isin(truth[truth >= 0].index)]
+    return truth[truth >= 0].astype(np.int64)
+
+
+def pseudo_label_accuracy(pseudo_labels: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy of the pseudo-labels against the held-out labels of the unlabelled videos (diagnostics only,
+    :func:`heldout_label_index`). Returns ``{clip_top1, video_top1, n_clips, n_videos}`` (accuracies in
+    percent; NaN accuracies and zero counts when no labelled video is pseudo-labelled).
+    """
+    empty = {"clip_top1": float("nan"), "video_top1": float("nan"), "n_clips": 0, "n_videos": 0}
+    truth = heldout_label_index(manifest)
+    rows = pseudo_labels[pseudo_labels["video_id"].isin(truth.index)]
     if rows.empty:
         return empty
     logits = logits_matrix(rows)

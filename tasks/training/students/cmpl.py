@@ -6,7 +6,9 @@ times as many unlabelled videos (a weak and a strong view of one clip). Each net
 cross-entropy on the labelled clips and, on the strong views of the unlabelled clips, with the pseudo-labels
 its scheme derives from both networks' predictions on the weak views (``cross``: the other network's
 confident predictions, tau 0.95), as in FixMatch (Sohn et al. 2020) with one forward pass per network over
-all clips of the batch. The primary network is the stage's exported network.
+all clips of the batch. The primary network is the stage's exported network. Where every unlabelled video
+has a held-out label (diagnostics only, never a loss), each epoch reports the accuracy of each network's
+pseudo-labels.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from motionfit.tasks.training.loop import (
     use_amp,
     validate,
 )
+from motionfit.tasks.training.pseudo_labels import heldout_label_index
 from motionfit.tasks.training.students.motion_contrast import MotionContrast, load_motion_contrast
 from motionfit.tasks.training.students.objective import STUDENT_KEY, student_modalities, video_keys
 
@@ -94,7 +97,8 @@ def cmpl_step(
     ``[B, 1, 3, T, S, S]`` with ``labelled_label`` ``[B]``; unlabelled weak ``unlabelled_rgb`` and strong
     ``unlabelled_rgb_strong`` ``[U, 1, 3, T, S, S]`` (and ``unlabelled_flow`` for the optional LMCL term of
     the primary network). Returns the total loss and, per network, the supervised and unlabelled losses and
-    the fraction of unlabelled clips whose pseudo-label passed the scheme's mask."""
+    the percentage of unlabelled clips whose pseudo-label passed the scheme's mask; with the source's held-out
+    labels in ``unlabelled_label`` (all known, diagnostics only), each network's pseudo-label accuracy."""
     labelled = clips_as_batch(batch["labelled_rgb"], channels_last)
     weak = clips_as_batch(batch["unlabelled_rgb"], channels_last)
     strong = clips_as_batch(batch["unlabelled_rgb_strong"], channels_last)
@@ -105,6 +109,7 @@ def cmpl_step(
     logits = {"primary": primary.classify(primary_map).float(), "auxiliary": auxiliary(inputs).float()}
     parts = {name: value.split([n_labelled, n_unlabelled, n_unlabelled]) for name, value in logits.items()}
     probabilities = {name: torch.softmax(part[1].detach(), dim=1) for name, part in parts.items()}
+    heldout = batch.get("unlabelled_label")
     loss = torch.zeros((), device=inputs.device)
     metrics: dict[str, Any] = {}
     for name, other in (("primary", "auxiliary"), ("auxiliary", "primary")):
@@ -117,9 +122,11 @@ def cmpl_step(
             {
                 f"{name}_supervised_loss": supervised.detach(),
                 f"{name}_unlabelled_loss": unsupervised.detach(),
-                f"{name}_mask_rate": mask.float().mean(),
+                f"{name}_mask_rate": 100.0 * mask.float().mean(),
             }
         )
+        if heldout is not None and bool((heldout >= 0).all()):  # diagnostics: the source's held-out labels
+            metrics[f"{name}_pseudo_label_top1"] = 100.0 * (pseudo_labels == heldout).float().mean()
     if contrast is not None and contrast_weight > 0:
         weak_map = primary_map[n_labelled : n_labelled + n_unlabelled]
         motion_loss = contrast.loss(weak_map, clips_as_batch(batch["unlabelled_flow"], channels_last))
@@ -194,12 +201,15 @@ def train_cmpl(
         strong_view=False,
         labels=dict(zip(labelled["video_id"], labelled["label_index"], strict=True)),
     )
+    unlabelled = unlabelled_videos(manifest)
+    heldout = heldout_label_index(manifest)
     unlabelled_set = _video_dataset(
         layout,
-        video_keys(layout, unlabelled_videos(manifest), config),
+        video_keys(layout, unlabelled, config),
         student_modalities(config),
         config,
         strong_view=True,
+        labels=heldout.to_dict() if set(unlabelled) <= set(heldout.index) else None,
     )
     unlabelled_batch = config.batch_size * config.unlabelled_ratio
     iterations = max(len(unlabelled_set) // unlabelled_batch, 1)

@@ -1,7 +1,9 @@
 """Video Local Aggregation with an IDT prior (Tokmakov, Hebert & Schmid): a 128-d embedding per video and a
 memory bank; instance recognition for the warm-up epochs, then Local Aggregation whose close neighbours are
 the videos sharing a cluster with the anchor in any of the m k-means runs on IDT Fisher vectors
-(``clusters.parquet``); T 0.07, 4096 background neighbours (capped by the bank size)."""
+(``clusters.parquet``) until the network has converged on them, then the joint IDT + ConvNet space tuning step
+(clusters of the Fisher vectors concatenated with the bank's embeddings); T 0.07, 4096 background neighbours
+(capped by the bank size)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor
 
 from motionfit.models.local_aggregation import (
@@ -24,6 +27,7 @@ from motionfit.models.local_aggregation import (
 )
 from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage.layout import RunLayout
+from motionfit.storage.matrix import read_video_matrix
 from motionfit.storage.tables import read_table
 from motionfit.tasks.data.clips import (
     MODALITY_CHANNELS,
@@ -119,10 +123,11 @@ def _local_aggregation_setup(
     bank: MemoryBank,
     initialise_bank: Callable[[], None],
     cluster_labels: Callable[[int], Tensor | None],
+    cluster_health: Callable[[int], dict[str, float]] | None = None,
 ) -> ObjectiveSetup:
     """Instance recognition for ``config.ir_warmup_epochs``, then Local Aggregation whose close neighbours
     share a cluster in ``cluster_labels(epoch)`` (``[m, N]``; None while no epoch needs clusters), with the
-    health line of every epoch."""
+    health line of every epoch (plus ``cluster_health(epoch)``)."""
     ir_chance = _instance_recognition_chance(config, len(dataset))
     health_rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))[:2048]
 
@@ -153,6 +158,8 @@ def _local_aggregation_setup(
         else:
             chance = local_aggregation_chance(labels, health_rows.to(labels.device))
         health = {"loss_chance": chance, **bank_health(bank.embeddings, labels, seed=config.seed)}
+        if cluster_health is not None:
+            health.update(cluster_health(epoch))
         _warn_at_chance(epoch, metrics["loss"], chance, health["bank_mean_cosine"])
         return health
 
@@ -167,11 +174,38 @@ def _local_aggregation_setup(
     )
 
 
+def _epoch_kmeans(
+    points: Callable[[], np.ndarray], n_clusters: list[int], seed: int, device: torch.device
+) -> Callable[[int], Tensor]:
+    """``epoch -> [m, N]`` cluster labels: one k-means run per entry of ``n_clusters`` on ``points()``,
+    redone once per epoch and seeded by ``seed``, the epoch and the run (a resumed run clusters alike)."""
+    clustered: dict[int, Tensor] = {}
+
+    def labels(epoch: int) -> Tensor:
+        if epoch not in clustered:
+            clustered.clear()
+            values = points()
+            runs = [
+                kmeans(values, k, seed=hash_seed(seed, epoch, run)).labels for run, k in enumerate(n_clusters)
+            ]
+            clustered[epoch] = torch.from_numpy(np.stack(runs)).to(device)
+        return clustered[epoch]
+
+    return labels
+
+
+def _unit_rows(values: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return values / np.maximum(norms, 1e-12)
+
+
 def setup(
     layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
 ) -> ObjectiveSetup:
     """Local Aggregation with the IDT prior: close neighbours from the fixed k-means runs of
-    ``clusters.parquet``."""
+    ``clusters.parquet``; for the last ``joint_space_epochs``, from k-means runs (as many, with the same K) of
+    the joint space of each video's Fisher vector and bank row, weighted ``1 - w`` and ``w`` in the squared
+    distance (``w = joint_space_weight``)."""
     clusters = read_table(layout.clusters)
     clustered = set(clusters["video_id"])
     video_ids = [v for v in unlabelled_videos(manifest) if v in clustered]
@@ -180,10 +214,41 @@ def setup(
             "no unlabelled video has a cluster in clusters.parquet: run the IDT clustering first"
         )
     dataset, args, network, bank, initialise_bank = _bank_training(layout, config, device, video_ids)
-    labels = torch.from_numpy(cluster_matrix(clusters, dataset.video_ids)).to(device)
-    logger.info("local aggregation on %d videos, %d IDT clusterings", len(dataset), labels.shape[0])
+    idt_labels = torch.from_numpy(cluster_matrix(clusters, dataset.video_ids)).to(device)
+    logger.info("local aggregation on %d videos, %d IDT clusterings", len(dataset), idt_labels.shape[0])
+    if config.joint_space_epochs == 0:
+        return _local_aggregation_setup(
+            config, dataset, args, network, bank, initialise_bank, lambda epoch: idt_labels
+        )
+    fv_ids, vectors = read_video_matrix(layout.fv_vectors)
+    rows = pd.Index(fv_ids).get_indexer(dataset.video_ids)
+    if (rows < 0).any():
+        raise KeyError(
+            f"{int((rows < 0).sum())} clustered videos have no Fisher vector in {layout.fv_vectors}"
+        )
+    idt_part = np.sqrt(1.0 - config.joint_space_weight) * _unit_rows(vectors[rows].astype(np.float32))
+
+    def joint_points() -> np.ndarray:
+        convnet = bank.embeddings.detach().cpu().numpy()
+        return np.concatenate([idt_part, np.sqrt(config.joint_space_weight) * _unit_rows(convnet)], axis=1)
+
+    n_clusters = clusters.groupby("run")["k"].first().sort_index().tolist()
+    joint_labels = _epoch_kmeans(joint_points, n_clusters, config.seed, device)
+    joint_start = config.epochs - config.joint_space_epochs
+    logger.info("joint IDT + ConvNet space clusters from epoch %d (K %s)", joint_start, n_clusters)
+
+    def cluster_labels(epoch: int) -> Tensor:
+        return idt_labels if epoch < joint_start else joint_labels(epoch)
+
+    def prior_agreement(epoch: int) -> dict[str, float]:
+        """How far the joint clusters moved from the IDT prior: NMI of their first runs."""
+        if epoch < joint_start:
+            return {}
+        joint, prior = joint_labels(epoch)[0].cpu().numpy(), idt_labels[0].cpu().numpy()
+        return {"joint_prior_nmi": float(normalized_mutual_info_score(prior, joint))}
+
     return _local_aggregation_setup(
-        config, dataset, args, network, bank, initialise_bank, lambda epoch: labels
+        config, dataset, args, network, bank, initialise_bank, cluster_labels, prior_agreement
     )
 
 
@@ -192,24 +257,17 @@ def video_setup(
 ) -> ObjectiveSetup:
     """Video Local Aggregation without a prior (Zhuang et al.'s EM, the IDT-prior paper's baseline): the
     close neighbours come from ``la_kmeans_runs`` k-means runs of the memory bank itself, redone at the start
-    of every epoch (seeded by the run's seed, the epoch and the run, so a resumed run clusters alike)."""
+    of every epoch."""
     dataset, args, network, bank, initialise_bank = _bank_training(
         layout, config, device, unlabelled_videos(manifest)
     )
     n_clusters = config.la_kmeans_clusters or default_n_clusters(len(dataset))
-    clustered: dict[int, Tensor] = {}
-
-    def bank_clusters(epoch: int) -> Tensor:
-        if epoch not in clustered:
-            clustered.clear()
-            points = bank.embeddings.detach().cpu().numpy()
-            runs = [
-                kmeans(points, n_clusters, seed=hash_seed(config.seed, epoch, run)).labels
-                for run in range(config.la_kmeans_runs)
-            ]
-            clustered[epoch] = torch.from_numpy(np.stack(runs)).to(bank.embeddings.device)
-        return clustered[epoch]
-
+    bank_clusters = _epoch_kmeans(
+        lambda: bank.embeddings.detach().cpu().numpy(),
+        [n_clusters] * config.la_kmeans_runs,
+        config.seed,
+        device,
+    )
     logger.info(
         "video local aggregation on %d videos, %d clusters x %d runs",
         len(dataset),

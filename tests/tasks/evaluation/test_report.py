@@ -35,6 +35,8 @@ def metrics() -> pd.DataFrame:
         {"method": "idt_la", "metric": "cluster_ami", "value": 0.25, "split": "source", "seed": 0},
         {"method": "idt_la", "metric": "cluster_ami", "value": 0.45, "split": "source", "seed": 1},
         {"method": "motionfit", "metric": "pseudo_label_acc", "value": 95.25, "split": "source"},
+        {"method": "cmpl", "metric": "pseudo_label_acc", "value": 61.5, "split": "source"},
+        {"method": "cmpl", "metric": "pseudo_label_mask_rate", "value": 42.0, "split": "source"},
         {"method": "teacher", "metric": "top1", "value": 90.5, "split": "val"},
     ]
     records += evaluation_metrics.fewshot_records(
@@ -95,7 +97,9 @@ def test_write_report_puts_each_number_in_its_row(tmp_path, metrics):
         "0.350 ± 0.100",
         report.MISSING,
     ]
-    assert row_cells(section(markdown, "Pseudo-label"), "MotionFit student")[1:] == ["source", "95.2"]
+    pseudo_labels = section(markdown, "Pseudo-label")
+    assert row_cells(pseudo_labels, "MotionFit student")[1:] == ["source", "95.2", report.MISSING]
+    assert row_cells(pseudo_labels, "CMPL")[1:] == ["source", "61.5", "42.0"]
     assert row_cells(section(markdown, "Most confused"), "jump")[1:] == ["run", "3", "1", "4", "26.7"]
     assert "![Training curves](plots/curves.png)" in markdown
 
@@ -155,3 +159,20 @@ def test_the_training_budget_sums_each_methods_stages() -> None:
     }
     records = training_steps_records(["scratch", "teacher", "motionfit", "idt_la"], histories)
     assert {r["method"]: r["value"] for r in records} == {"scratch": 4.0, "teacher": 6.0, "motionfit": 34.0}
+
+
+def test_cmpl_reports_its_last_epochs_pseudo_label_accuracy_and_confident_share() -> None:
+    from motionfit.tasks.evaluation.stage import cmpl_pseudo_label_records
+
+    history = pd.DataFrame(
+        {"epoch": [0, 1], "primary_pseudo_label_top1": [20.0, 61.5], "primary_mask_rate": [0.0, 42.0]}
+    )
+    records = cmpl_pseudo_label_records({"student_cmpl": history})
+    assert {r["metric"]: r["value"] for r in records} == {
+        "pseudo_label_acc": 61.5,
+        "pseudo_label_mask_rate": 42.0,
+    }
+    assert {r["method"] for r in records} == {"cmpl"} and {r["split"] for r in records} == {"source"}
+    assert (
+        cmpl_pseudo_label_records({"student_cmpl": history.drop(columns="primary_pseudo_label_top1")}) == []
+    )

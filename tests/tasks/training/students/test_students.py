@@ -13,6 +13,7 @@ from helpers import save_teacher, write_moving_squares
 from motionfit.models.cmpl import cmpl_pseudo_labels
 from motionfit.models.video_net import VideoNet, build_model
 from motionfit.storage.layout import RunLayout
+from motionfit.storage.matrix import write_video_matrix
 from motionfit.storage.tables import read_table, write_table
 from motionfit.tasks.data.clips import (
     ClipDataset,
@@ -131,6 +132,31 @@ def test_local_aggregation_bank_starts_from_the_networks_embeddings(
     assert not torch.allclose(bank, random_rows)
 
 
+def test_idt_la_tunes_in_the_joint_idt_and_convnet_space_after_the_fixed_clusters(
+    run: tuple[RunLayout, pd.DataFrame],
+) -> None:
+    layout, manifest = run
+    clusters = read_table(layout.clusters)
+    prior = clusters[clusters["run"] == 0].set_index("video_id")["cluster"]
+    # Fisher vectors that separate the prior's 4 clusters, so a joint space mostly of them keeps its clusters
+    write_video_matrix(layout.fv_vectors, prior.index.tolist(), np.eye(8)[prior.to_numpy()], "sketch_dim")
+    config = StudentConfig(
+        **TINY,
+        objective="local_aggregation",
+        epochs=3,
+        ir_warmup_epochs=0,
+        joint_space_epochs=2,
+        joint_space_weight=0.1,
+        clips_per_video=2,
+    )
+    train_student(layout, manifest, config, "cpu", stage="student_joint")
+    history = read_table(layout.history("student_joint"))
+    assert np.isnan(history["joint_prior_nmi"].iloc[0])  # epoch 0: the fixed IDT clusters
+    np.testing.assert_allclose(history["joint_prior_nmi"].iloc[1:], 1.0)
+    with pytest.raises(ValueError, match="joint_space_epochs 4 exceeds"):
+        StudentConfig(objective="local_aggregation", epochs=5, ir_warmup_epochs=2, joint_space_epochs=4)
+
+
 def test_cluster_matrix_stacks_every_clustering() -> None:
     clusters = pd.DataFrame(
         {"video_id": ["a", "b", "a", "b"], "run": [0, 0, 1, 1], "k": [2, 2, 2, 2], "cluster": [0, 1, 1, 1]}
@@ -164,12 +190,14 @@ def test_cmpl_step_trains_on_the_schemes_masked_pseudo_labels(run: tuple[RunLayo
         )
     for scheme in ("cross", "fixmatch", "self_first"):
         output = cmpl_step(primary, auxiliary, batch, scheme, 0.95, unlabelled_weight=1.0)
-        _, mask = cmpl_pseudo_labels(scheme, p_primary, p_auxiliary, 0.95)
+        pseudo_labels, mask = cmpl_pseudo_labels(scheme, p_primary, p_auxiliary, 0.95)
         _, auxiliary_mask = cmpl_pseudo_labels(scheme, p_auxiliary, p_primary, 0.95)
-        assert output.metrics["primary_mask_rate"].item() == pytest.approx(mask.float().mean().item())
+        assert output.metrics["primary_mask_rate"].item() == pytest.approx(100 * mask.float().mean().item())
         assert output.metrics["auxiliary_mask_rate"].item() == pytest.approx(
-            auxiliary_mask.float().mean().item()
+            100 * auxiliary_mask.float().mean().item()
         )
+        accuracy = 100 * (pseudo_labels == 1).float().mean().item()  # every video's held-out label is 1
+        assert output.metrics["primary_pseudo_label_top1"].item() == pytest.approx(accuracy)
         assert torch.isfinite(output.loss) and output.n_clips == 12
     crossed = cmpl_step(primary, auxiliary, batch, "cross", 0.95, 1.0)
     assert crossed.metrics["primary_mask_rate"] == 0 and crossed.metrics["primary_unlabelled_loss"] == 0
@@ -192,6 +220,7 @@ def test_cmpl_objective_trains_primary_and_auxiliary_networks(run: tuple[RunLayo
     assert summary["n_labelled"] == 4 and summary["n_items"] == 12 and "val_video_top1" in summary
     history = read_table(layout.history("student_cmpl"))
     assert {"primary_mask_rate", "auxiliary_mask_rate", "primary_supervised_loss"} <= set(history.columns)
+    assert 0 <= history["primary_pseudo_label_top1"].iloc[0] <= 100  # the sources have held-out labels
 
 
 def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
