@@ -79,12 +79,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from motionfit.config import load_config
     from motionfit.flows.pipeline import pipeline_flow
+    from motionfit.tasks.data.synth import discard_other_dataset
     from motionfit.tasks.evaluation.report import render_report_for_terminal
 
     overrides = {"run_root": args.run_root}
     if args.seed is not None:
         overrides["runtime"] = {"seed": args.seed}
     config = load_config(preset=args.preset, overrides=overrides)
+    if config.synth is not None and discard_other_dataset(Path(config.synth_root), config.synth):
+        print(f"{config.synth_root} held the synthetic data set of another config: generating it anew")
     pipeline_flow(config)
     print(render_report_for_terminal(config.run_root))
     print(f"\nrun root: {config.run_root} (report.md, plots/, metrics.parquet)")

@@ -434,6 +434,18 @@ def _claim_folder(layout: SynthLayout, config: SynthConfig) -> None:
     fs.write_bytes_atomic(str(layout.config_json), config.model_dump_json(indent=2).encode())
 
 
+def discard_other_dataset(out_dir: Path, config: SynthConfig) -> bool:
+    """Delete the synthetic data set under ``out_dir`` when it was made with a config other than ``config``
+    (its ``synth_config.json`` says so; a folder without one is never touched). Returns whether it did."""
+    layout = SynthLayout(Path(out_dir))
+    if not layout.config_json.exists():
+        return False
+    if SynthConfig.model_validate_json(layout.config_json.read_text()) == config:
+        return False
+    shutil.rmtree(layout.root)
+    return True
+
+
 def _write_split_files(layout: SynthLayout, config: SynthConfig, specs: list[VideoSpec]) -> None:
     """classInd.txt, trainlist01.txt, testlist01.txt and the source's held-out label CSV."""
     label_numbers = {name: number for number, name in enumerate(config.classes, start=1)}

@@ -17,6 +17,7 @@ from motionfit.tasks.data.synth import (
     SynthError,
     SynthLayout,
     VideoSpec,
+    discard_other_dataset,
     generate_dataset,
     motion_trajectory,
     plan_dataset,
@@ -232,6 +233,11 @@ def test_generate_dataset_resumes_and_refuses_another_config(tmp_path: Path) -> 
     assert _decode(victim).shape == (8, 32, 32, 3)
     with pytest.raises(SynthError, match="different config"):
         generate_dataset(tmp_path, _test_config(seed=5))
+    assert not discard_other_dataset(tmp_path, config) and victim.exists()  # same config: kept
+    assert discard_other_dataset(tmp_path, _test_config(seed=5)) and not tmp_path.exists()
+    assert generate_dataset(tmp_path, _test_config(seed=5)).n_written == 21
+    (tmp_path / "mine").mkdir()  # a folder the generator did not make is never deleted
+    assert not discard_other_dataset(tmp_path / "mine", config) and (tmp_path / "mine").exists()
 
 
 def test_parallel_generation_matches_serial(tmp_path: Path) -> None:
