@@ -7,6 +7,8 @@ warms up with the instance-recognition loss, then switches to Local Aggregation;
 bank rows of the batch move towards the new embeddings (``MemoryBank.update``).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -131,6 +133,7 @@ def local_aggregation_loss(
     cluster_labels: Tensor,
     temperature: float = LA_TEMPERATURE,
     k_background: int = LA_BACKGROUND_NEIGHBOURS,
+    include_self: bool = True,
 ) -> Tensor:
     """Local Aggregation (Zhuang et al. 2019), averaged over the batch:
     ``-log( sum_{j in C_i ∩ B_i} exp(v_j.x_i/T) / sum_{j in B_i} exp(v_j.x_i/T) )``.
@@ -140,6 +143,10 @@ def local_aggregation_loss(
     - Close neighbours C_i: the rows sharing a cluster with i in ANY of the m clusterings (IDT prior:
       k-means runs on IDT Fisher vectors), and i itself.
 
+    With ``include_self`` False, sample i's own row is in neither set (B_i: the ``k_background`` closest
+    other rows), so an embedding that only tells videos apart does not lower the loss; samples whose
+    clusters hold no other row are left out of the mean.
+
     Args:
         embeddings: ``[B, D] float`` L2-normalised embeddings x.
         indices: ``[B] long`` bank rows of the samples.
@@ -147,6 +154,7 @@ def local_aggregation_loss(
         cluster_labels: ``[m, N] long`` cluster of every bank row in each of m clusterings.
         temperature: T.
         k_background: size of B_i.
+        include_self: whether i's own row belongs to B_i and C_i (Zhuang et al.: it does).
 
     Returns:
         Scalar loss.
@@ -159,15 +167,21 @@ def local_aggregation_loss(
     if k_background < 1:
         raise ValueError(f"k_background must be positive, got {k_background}")
     similarities = embeddings @ bank.detach().T  # [B, N]
+    n_background = min(k_background, bank.shape[0] - (0 if include_self else 1))
     with torch.no_grad():
-        ranking = similarities.detach().scatter(1, indices[:, None], float("inf"))
-        background = ranking.topk(min(k_background, bank.shape[0]), dim=1).indices  # [B, k]
+        own = float("inf") if include_self else float("-inf")
+        ranking = similarities.detach().scatter(1, indices[:, None], own)
+        background = ranking.topk(n_background, dim=1).indices  # [B, k]
     logits = similarities.gather(1, background) / temperature
     own_clusters = cluster_labels[:, indices]  # [m, B]
     close = (cluster_labels[:, background] == own_clusters[:, :, None]).any(dim=0)
-    close |= background == indices[:, None]
-    log_close = torch.logsumexp(logits.masked_fill(~close, float("-inf")), dim=1)
-    return (torch.logsumexp(logits, dim=1) - log_close).mean()
+    is_self = background == indices[:, None]
+    close = close | is_self if include_self else close & ~is_self
+    scored = close.any(dim=1)
+    if not bool(scored.any()):
+        return similarities.sum() * 0.0  # no sample has another row in its clusters
+    log_close = torch.logsumexp(logits[scored].masked_fill(~close[scored], float("-inf")), dim=1)
+    return (torch.logsumexp(logits[scored], dim=1) - log_close).mean()
 
 
 def _shares_a_cluster(cluster_labels: Tensor, rows: Tensor, chunk: int = 65536) -> Tensor:
@@ -179,14 +193,20 @@ def _shares_a_cluster(cluster_labels: Tensor, rows: Tensor, chunk: int = 65536) 
     return torch.cat(parts, dim=1)
 
 
-def local_aggregation_chance(cluster_labels: Tensor, rows: Tensor | None = None) -> float:
+def local_aggregation_chance(
+    cluster_labels: Tensor, rows: Tensor | None = None, include_self: bool = True
+) -> float:
     """The Local Aggregation loss of an embedding that ignores the clusters, ``mean_i -log(|C_i| / N)``
     over ``rows`` (default all): its background neighbours are then a random draw, of which the close
-    neighbours C_i (the rows sharing a cluster with i in any clustering, i included) make |C_i| / N."""
+    neighbours C_i (the rows sharing a cluster with i in any clustering, i included) make |C_i| / N. Without
+    ``include_self`` (see :func:`local_aggregation_loss`), ``-log((|C_i| - 1) / (N - 1))`` over the rows
+    whose clusters hold another row."""
     n_items = cluster_labels.shape[1]
     rows = torch.arange(n_items, device=cluster_labels.device) if rows is None else rows
     close = _shares_a_cluster(cluster_labels, rows).sum(dim=1).double()
-    return float((torch.log(torch.tensor(float(n_items), dtype=torch.float64)) - torch.log(close)).mean())
+    if not include_self:
+        close, n_items = close[close > 1] - 1, n_items - 1
+    return float((math.log(n_items) - torch.log(close)).mean())
 
 
 def bank_health(

@@ -126,6 +126,12 @@ class StudentConfig(TrainingConfig):
     la_background_neighbours: int = Field(
         4096, ge=1, description="background neighbours k (4096, capped by the bank size)"
     )
+    la_include_self: bool = Field(
+        True,
+        description="the anchor's own bank row among its close and background neighbours (Zhuang et al.); "
+        "off, only other videos' rows count, so that telling videos apart by appearance no longer lowers "
+        "the Local Aggregation loss",
+    )
     ir_negatives: int = Field(4096, ge=1, description="negatives per sample of instance recognition")
     ir_warmup_epochs: int = Field(
         10,

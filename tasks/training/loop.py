@@ -416,8 +416,22 @@ def load_network(url: str, device: torch.device | str = "cpu") -> tuple[VideoNet
     return network.to(device).eval(), checkpoint
 
 
-def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in RESUME_IGNORED_FIELDS}
+def _same_config(stored: Mapping[str, Any], config: TrainingConfig) -> bool:
+    """Whether a checkpoint's ``stored`` config trains what ``config`` does: equal in every field but those of
+    ``RESUME_IGNORED_FIELDS``, fields the checkpoint predates that hold their default, and fields since
+    removed (so adding a config field leaves existing checkpoints valid)."""
+    current = _plain(config.model_dump())
+    defaults = _plain(
+        {
+            name: field.get_default(call_default_factory=True)
+            for name, field in type(config).model_fields.items()
+        }
+    )
+    for name in current.keys() - RESUME_IGNORED_FIELDS:
+        expected = stored[name] if name in stored else defaults.get(name)
+        if current[name] != expected:
+            return False
+    return True
 
 
 def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -449,7 +463,7 @@ def fit(
     data_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run epochs ``0 .. config.epochs - 1`` of ``run_epoch(epoch) -> metrics``, resuming from the stage's
-    checkpoint when its config (fields in ``RESUME_IGNORED_FIELDS`` aside) and its ``data_key`` match; a
+    checkpoint when its config (see :func:`_same_config`) and its ``data_key`` match; a
     checkpoint of another config or other training data is replaced after the first epoch. ``data_key``
     names the content of the stage's inputs (labels, clusters, initial weights): without it, a stage whose
     labels changed would resume from, and return, a network trained on the old ones. After each epoch the
@@ -466,7 +480,7 @@ def fit(
     if fs.exists(url):
         checkpoint = load_checkpoint(url)
         same_data = checkpoint.get("data_key") == data_key
-        if same_data and _comparable(checkpoint["config"]) == _comparable(config_dict):
+        if same_data and _same_config(checkpoint["config"], config):
             state.model.load_state_dict(checkpoint["model"])
             state.optimizer.load_state_dict(checkpoint["optimizer"])
             if state.lr_scheduler is not None:

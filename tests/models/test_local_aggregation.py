@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from motionfit.models.local_aggregation import MemoryBank, instance_recognition_loss, local_aggregation_loss
+from motionfit.models.local_aggregation import (
+    MemoryBank,
+    instance_recognition_loss,
+    local_aggregation_chance,
+    local_aggregation_loss,
+)
 
 
 def unit_rows(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -83,35 +88,52 @@ def direct_local_aggregation(
     cluster_labels: list[list[int]],
     temperature: float,
     k_background: int,
+    include_self: bool = True,
 ) -> float:
-    """The definition, one sample at a time."""
-    total = 0.0
+    """The definition, one sample at a time (without ``include_self``: over samples with a close row)."""
+    total, counted = 0.0, 0
     for x, i in zip(embeddings.tolist(), indices, strict=True):
         similarity = [sum(a * b for a, b in zip(x, v, strict=True)) for v in bank.tolist()]
         others = sorted((j for j in range(len(similarity)) if j != i), key=lambda j: -similarity[j])
-        background = [i, *others[: k_background - 1]]
+        background = [i, *others[: k_background - 1]] if include_self else others[:k_background]
         close = [j for j in background if any(run[j] == run[i] for run in cluster_labels)]
+        if not close:
+            continue
         numerator = sum(math.exp(similarity[j] / temperature) for j in close)
         denominator = sum(math.exp(similarity[j] / temperature) for j in background)
         total -= math.log(numerator / denominator)
-    return total / len(indices)
+        counted += 1
+    return total / counted
 
 
-@pytest.mark.parametrize("k_background", [8, 40])
-def test_local_aggregation_matches_its_definition(k_background: int) -> None:
+@pytest.mark.parametrize(("k_background", "include_self"), [(8, True), (40, True), (8, False), (40, False)])
+def test_local_aggregation_matches_its_definition(k_background: int, include_self: bool) -> None:
     n_items = 30
     bank, embeddings = unit_rows(n_items, 6, seed=7), unit_rows(5, 6, seed=8)
     indices = [3, 11, 0, 29, 17]
     generator = torch.Generator().manual_seed(9)
     cluster_labels = torch.randint(4, (3, n_items), generator=generator)  # m = 3 clusterings, 4 clusters each
     temperature = 0.07
+    cluster_labels[:, 17] = 4  # sample 17 alone in its clusters: no close row but its own
     expected = direct_local_aggregation(
-        embeddings, indices, bank, cluster_labels.tolist(), temperature, k_background
+        embeddings, indices, bank, cluster_labels.tolist(), temperature, k_background, include_self
     )
     loss = local_aggregation_loss(
-        embeddings, torch.tensor(indices), bank, cluster_labels, temperature, k_background
+        embeddings, torch.tensor(indices), bank, cluster_labels, temperature, k_background, include_self
     )
     assert loss.item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_without_its_own_row_telling_videos_apart_does_not_lower_the_loss() -> None:
+    bank = unit_rows(40, 16, seed=14)
+    labels = torch.arange(40).remainder(4)[None]  # 4 clusters of 10
+    indices = torch.arange(40)
+    own_rows = bank.clone()  # instance recognition solved: every embedding equals its own bank row
+    with_self = local_aggregation_loss(own_rows, indices, bank, labels, 0.07, 40)
+    without = local_aggregation_loss(own_rows, indices, bank, labels, 0.07, 40, include_self=False)
+    assert with_self.item() < 0.2 * local_aggregation_chance(labels)  # the own row satisfies the loss
+    assert without.item() > 0.8 * local_aggregation_chance(labels, include_self=False)
+    assert local_aggregation_chance(labels, include_self=False) == pytest.approx(math.log(39 / 9))
 
 
 def test_local_aggregation_limits() -> None:
@@ -137,7 +159,7 @@ def test_input_errors() -> None:
 
 
 def test_chance_loss_and_bank_health_tell_a_collapsed_bank_from_one_that_follows_the_clusters() -> None:
-    from motionfit.models.local_aggregation import bank_health, local_aggregation_chance
+    from motionfit.models.local_aggregation import bank_health
 
     labels = torch.arange(40).remainder(4)[None]  # one clustering: 4 clusters of 10
     assert local_aggregation_chance(labels) == pytest.approx(math.log(4))

@@ -146,6 +146,7 @@ def _local_aggregation_setup(
                 cluster_labels(epoch),
                 config.la_temperature,
                 config.la_background_neighbours,
+                config.la_include_self,
             )
         detached = embeddings.detach()
         return loss, {}, lambda: bank.update(indices, detached)
@@ -156,7 +157,7 @@ def _local_aggregation_setup(
         if epoch < config.ir_warmup_epochs:
             chance = ir_chance
         else:
-            chance = local_aggregation_chance(labels, health_rows.to(labels.device))
+            chance = local_aggregation_chance(labels, health_rows.to(labels.device), config.la_include_self)
         health = {"loss_chance": chance, **bank_health(bank.embeddings, labels, seed=config.seed)}
         if cluster_health is not None:
             health.update(cluster_health(epoch))

@@ -176,6 +176,32 @@ def test_fit_retrains_when_its_training_data_changed(tmp_path: Path) -> None:
     assert load_checkpoint(layout.checkpoint("toy"))["data_key"] == "clusters v2"
 
 
+def test_a_checkpoint_from_before_a_new_config_field_resumes_while_the_field_holds_its_default(
+    tmp_path: Path,
+) -> None:
+    layout = RunLayout.at(tmp_path)
+    config = TrainingConfig(epochs=2)
+    model = torch.nn.Linear(2, 2)
+    state = TrainingState(
+        model, make_optimizer(model.parameters(), config), None, make_scaler(config, torch.device("cpu")), {}
+    )
+    ran: list[int] = []
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
+        ran.append(epoch)
+        return {"loss": 1.0}
+
+    fit(layout, "toy", config, state, run_epoch)
+    checkpoint = load_checkpoint(layout.checkpoint("toy"))
+    del checkpoint["config"]["momentum"]  # as written by code that predates the field
+    checkpoint["config"]["retired_field"] = 3  # and a field since removed
+    save_checkpoint(layout.checkpoint("toy"), checkpoint)
+    fit(layout, "toy", config, state, run_epoch)
+    assert ran == [0, 1]  # finished already: nothing retrained
+    fit(layout, "toy", config.model_copy(update={"momentum": 0.5}), state, run_epoch)
+    assert ran == [0, 1, 0, 1]  # the new field set to another value: another config
+
+
 def test_interrupted_and_resumed_training_ends_with_identical_weights(tmp_path: Path) -> None:
     layout, manifest = write_moving_squares(tmp_path, n_train=2, n_test=0, n_source=0, n_frames=10)
     config = TeacherConfig(
