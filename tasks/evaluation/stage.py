@@ -293,14 +293,15 @@ def evaluate_run(
 
 def training_steps_records(methods: list[str], histories: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     """``train_steps`` of each method: the optimiser steps of every stage its evaluated network went through
-    (its student, or the teacher, and its fine-tuning), so that methods are compared at known budgets."""
+    (its student, or the teacher, and its fine-tuning), so that methods are compared at known budgets; none
+    for a method with a stage whose history does not count steps (written by older code)."""
     records = []
     for name in methods:
         method = METHODS[name]
-        stages = [method.representation_stage, method.finetune_stage]
-        counted = [histories[s]["steps"].sum() for s in stages if s in histories and "steps" in histories[s]]
-        if counted:
-            records.append({"method": name, "metric": "train_steps", "value": float(sum(counted))})
+        stages = [s for s in (method.representation_stage, method.finetune_stage) if s in histories]
+        if stages and all("steps" in histories[s] for s in stages):
+            total = sum(histories[s]["steps"].sum() for s in stages)
+            records.append({"method": name, "metric": "train_steps", "value": float(total)})
     return records
 
 

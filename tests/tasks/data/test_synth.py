@@ -256,7 +256,7 @@ def test_source_plan_is_balanced_shuffled_and_class_blind() -> None:
     assert {name: labels.count(name) for name in config.classes} == dict.fromkeys(config.classes, 60)
     assert labels[:60] != [labels[0]] * 60
     assert all(name not in spec.relative_path for spec in source for name in MOTION_CLASSES)
-    assert len(plan_dataset(load_config(preset="tiny").synth)) == 5 * (6 + 4 + 12)
+    assert len(plan_dataset(load_config(preset="tiny").synth)) == 5 * (6 + 8 + 12)
 
 
 def test_config_and_writer_reject_bad_input(tmp_path: Path) -> None:

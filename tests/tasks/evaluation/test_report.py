@@ -159,6 +159,9 @@ def test_the_training_budget_sums_each_methods_stages() -> None:
     }
     records = training_steps_records(["scratch", "teacher", "motionfit", "idt_la"], histories)
     assert {r["method"]: r["value"] for r in records} == {"scratch": 4.0, "teacher": 6.0, "motionfit": 34.0}
+    histories["student_motionfit"] = histories["student_motionfit"].drop(columns="steps")  # older history
+    records = training_steps_records(["motionfit"], histories)
+    assert records == []  # no partial count
 
 
 def test_cmpl_reports_its_last_epochs_pseudo_label_accuracy_and_confident_share() -> None:
