@@ -72,7 +72,7 @@ def finished_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tu
             "fisher": {"gmm": {"n_components": 4}},
             "teacher": NETWORK,
             "motionfit": NETWORK,
-            "idt_la": {**NETWORK, "ir_warmup_epochs": 1},
+            "idt_la": {**NETWORK, "ir_warmup_epochs": 1, "joint_space_epochs": 1},
             "finetune": NETWORK,
             "evaluate": {"fewshot_shots": [1, "all"], "gradcam_videos": 2, "retrieval_clips": 2},
         },

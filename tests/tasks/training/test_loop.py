@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +156,8 @@ def test_fit_resumes_after_the_last_completed_epoch(tmp_path: Path) -> None:
     assert ran == [0, 1, 2, 3]
 
 
-def test_fit_retrains_when_its_training_data_changed(tmp_path: Path) -> None:
-    layout = RunLayout.at(tmp_path)
-    config = TrainingConfig(epochs=2)
+def _toy_training(config: TrainingConfig) -> tuple[TrainingState, list[int], Callable[[int], dict[str, Any]]]:
+    """A linear model's training state and an epoch function that records the epochs it ran."""
     model = torch.nn.Linear(2, 2)
     state = TrainingState(
         model, make_optimizer(model.parameters(), config), None, make_scaler(config, torch.device("cpu")), {}
@@ -167,6 +167,14 @@ def test_fit_retrains_when_its_training_data_changed(tmp_path: Path) -> None:
     def run_epoch(epoch: int) -> dict[str, Any]:
         ran.append(epoch)
         return {"loss": 1.0}
+
+    return state, ran, run_epoch
+
+
+def test_fit_retrains_when_its_training_data_changed(tmp_path: Path) -> None:
+    layout = RunLayout.at(tmp_path)
+    config = TrainingConfig(epochs=2)
+    state, ran, run_epoch = _toy_training(config)
 
     fit(layout, "toy", config, state, run_epoch, data_key="clusters v1")
     fit(layout, "toy", config, state, run_epoch, data_key="clusters v1")  # finished: nothing to do
@@ -181,15 +189,7 @@ def test_a_checkpoint_from_before_a_new_config_field_resumes_while_the_field_hol
 ) -> None:
     layout = RunLayout.at(tmp_path)
     config = TrainingConfig(epochs=2)
-    model = torch.nn.Linear(2, 2)
-    state = TrainingState(
-        model, make_optimizer(model.parameters(), config), None, make_scaler(config, torch.device("cpu")), {}
-    )
-    ran: list[int] = []
-
-    def run_epoch(epoch: int) -> dict[str, Any]:
-        ran.append(epoch)
-        return {"loss": 1.0}
+    state, ran, run_epoch = _toy_training(config)
 
     fit(layout, "toy", config, state, run_epoch)
     checkpoint = load_checkpoint(layout.checkpoint("toy"))
