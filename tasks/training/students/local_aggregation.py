@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor
 
@@ -195,11 +196,6 @@ def _epoch_kmeans(
     return labels
 
 
-def _unit_rows(values: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(values, axis=1, keepdims=True)
-    return values / np.maximum(norms, 1e-12)
-
-
 def setup(
     layout: RunLayout, manifest: pd.DataFrame, config: StudentConfig, device: torch.device
 ) -> ObjectiveSetup:
@@ -227,13 +223,15 @@ def setup(
         raise KeyError(
             f"{int((rows < 0).sum())} clustered videos have no Fisher vector in {layout.fv_vectors}"
         )
-    idt_part = np.sqrt(1.0 - config.joint_space_weight) * _unit_rows(vectors[rows].astype(np.float32))
+    fisher = F.normalize(torch.from_numpy(vectors[rows]).float(), dim=1).numpy()  # sketching moves the norm
+    idt_part = np.sqrt(1.0 - config.joint_space_weight) * fisher
 
     def joint_points() -> np.ndarray:
-        convnet = bank.embeddings.detach().cpu().numpy()
-        return np.concatenate([idt_part, np.sqrt(config.joint_space_weight) * _unit_rows(convnet)], axis=1)
+        convnet = bank.embeddings.detach().cpu().numpy()  # unit rows
+        return np.concatenate([idt_part, np.sqrt(config.joint_space_weight) * convnet], axis=1)
 
-    n_clusters = clusters.groupby("run")["k"].first().sort_index().tolist()
+    clusterings = sorted(set(zip(clusters["run"], clusters["k"], strict=True)))  # cluster_matrix's order
+    n_clusters = [k for _, k in clusterings]
     joint_labels = _epoch_kmeans(joint_points, n_clusters, config.seed, device)
     joint_start = config.epochs - config.joint_space_epochs
     logger.info("joint IDT + ConvNet space clusters from epoch %d (K %s)", joint_start, n_clusters)
