@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from motionfit.models.video_net import VideoNet, build_model
@@ -416,15 +417,15 @@ def load_network(url: str, device: torch.device | str = "cpu") -> tuple[VideoNet
     return network.to(device).eval(), checkpoint
 
 
-def _same_config(stored: Mapping[str, Any], config: TrainingConfig) -> bool:
-    """Whether a checkpoint's ``stored`` config trains what ``config`` does: equal in every field but those of
-    ``RESUME_IGNORED_FIELDS``, fields the checkpoint predates that hold their default, and fields since
-    removed (so adding a config field leaves existing checkpoints valid)."""
-    current = _plain(config.model_dump())
+def _same_config(stored: Mapping[str, Any], current: Mapping[str, Any], config_type: type[BaseModel]) -> bool:
+    """Whether a checkpoint's ``stored`` config trains what ``current`` (a plain dump of a ``config_type``)
+    does: equal in every field but those of ``RESUME_IGNORED_FIELDS``, fields the checkpoint predates that
+    hold their default, and fields since removed (so adding a config field leaves existing checkpoints
+    valid)."""
     defaults = _plain(
         {
             name: field.get_default(call_default_factory=True)
-            for name, field in type(config).model_fields.items()
+            for name, field in config_type.model_fields.items()
         }
     )
     for name in current.keys() - RESUME_IGNORED_FIELDS:
@@ -480,7 +481,7 @@ def fit(
     if fs.exists(url):
         checkpoint = load_checkpoint(url)
         same_data = checkpoint.get("data_key") == data_key
-        if same_data and _same_config(checkpoint["config"], config):
+        if same_data and _same_config(checkpoint["config"], config_dict, type(config)):
             state.model.load_state_dict(checkpoint["model"])
             state.optimizer.load_state_dict(checkpoint["optimizer"])
             if state.lr_scheduler is not None:
