@@ -258,11 +258,12 @@ def evaluate_run(
                     evaluation.retrieval_examples,
                 )
             )
-        if method == "teacher" or method == main_method:
-            channels = 2 if network.modality == "flow" else 3
-            shape = (channels, network.clip_length, network.crop_size, network.crop_size)
-            gmacs, params = count_complexity(network.model, shape)
-            seconds = forward_seconds_per_clip(network.model, shape, device=device)
+        if method == "teacher" or method == main_method:  # the network that infers: the evaluated one
+            deployed = _network_from_checkpoint(layout.checkpoint(METHODS[method].evaluated_stage), device)
+            channels = 2 if deployed.modality == "flow" else 3
+            shape = (channels, deployed.clip_length, deployed.crop_size, deployed.crop_size)
+            gmacs, params = count_complexity(deployed.model, shape)
+            seconds = forward_seconds_per_clip(deployed.model, shape, device=device)
             if method == "teacher":
                 per_pair = flow_seconds_per_pair(layout, list(test["video_id"]), config.flow)
                 cost = teacher_inference_cost(gmacs, params, per_pair, network.clip_length, seconds)

@@ -21,6 +21,7 @@ from motionfit.storage.tables import read_table
 from motionfit.tasks.data.clips import ClipDataset
 from motionfit.tasks.evaluation.metrics import read_metrics
 from motionfit.tasks.evaluation.report import render_report_for_terminal
+from motionfit.tasks.evaluation.stage import evaluate_run
 
 pytestmark = pytest.mark.slow
 
@@ -182,3 +183,13 @@ def test_a_second_run_reuses_every_result(finished_run) -> None:
     before = [Path(url).stat().st_mtime_ns for url in watched]
     pipeline_flow(config, until="finetune")
     assert [Path(url).stat().st_mtime_ns for url in watched] == before
+
+
+def test_evaluation_without_motionfit_costs_the_first_methods_fine_tuned_network(finished_run) -> None:
+    run_root, config = finished_run
+    layout = RunLayout.at(run_root)
+    methods = ["scratch", "idt_la"]  # scratch's frozen representation has no classifier to count
+    result = evaluate_run(layout, load_manifest(layout), methods, config, "cpu", 0)
+    costs = result.metrics[result.metrics["metric"] == "gmacs"].set_index("method")["value"]
+    assert list(costs.index) == ["scratch"] and costs["scratch"] > 0
+    assert set(result.metrics["method"].dropna()) >= set(methods)
