@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 RUN_ROOT ?= runs/demo
-PRESET ?= tiny
+PRESET ?= demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.motionfit-installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false

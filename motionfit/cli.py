@@ -136,7 +136,7 @@ def cmd_idt(args: argparse.Namespace) -> int:
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (default: --preset tiny)")
-    parser.add_argument("--preset", help="tiny, small, ucf101, hmdb51, kinetics")
+    parser.add_argument("--preset", help="tiny, demo, small, ucf101, hmdb51, kinetics")
     parser.add_argument("--seed", type=int, help="global seed (runtime.seed)")
     parser.add_argument("--run-root", help="run root: local path or fsspec URL (s3://bucket/run)")
     parser.add_argument(
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole pipeline on the bundled synthetic data set")
     demo.add_argument("--run-root", default=DEMO_RUN_ROOT)
-    demo.add_argument("--preset", default="tiny")
+    demo.add_argument("--preset", default="demo")
     demo.add_argument("--seed", type=int)
     demo.set_defaults(handler=cmd_demo)
 
