@@ -38,6 +38,7 @@ def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
         confused_pairs=result.confused_pairs,
         confused_method=result.confused_method,
         plots=result.plots,
+        methods=tuple(config.methods),
     )
     markdown = write_report(layout, context)
     publish_table("metrics", metrics, f"All metrics of {layout.root} (long form)")

@@ -43,7 +43,8 @@ class ReportContext:
     backbone per method, e.g. a width-reduced CMPL auxiliary net); ``split`` is the split whose results fill
     the accuracy tables; ``confused_pairs`` is ``evaluate.most_confused_pairs`` of the main method; ``plots``
     maps a caption to a PNG URL (normally under ``layout.plots``), embedded by its path relative to
-    ``report.md``.
+    ``report.md``; ``methods``, when given, are the run's methods: rows of other methods (left in the metrics
+    table by an earlier run with another method list) stay out of the tables.
     """
 
     title: str = "MotionFit run report"
@@ -56,6 +57,7 @@ class ReportContext:
     confused_pairs: pd.DataFrame | None = None
     confused_method: str = "motionfit"
     plots: Mapping[str, str] = field(default_factory=dict)
+    methods: tuple[str, ...] = ()
 
 
 def summarise_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -142,6 +144,8 @@ def report_tables(
 ) -> list[tuple[str, pd.DataFrame]]:
     """The report's tables as ``(title, table of formatted strings)``; tables without metrics are left out."""
     context = context or ReportContext()
+    if context.methods:  # rows of no method (IDT cluster quality) always stay
+        metrics = metrics[metrics["method"].isin(context.methods) | ~metrics["method"].isin(METHODS)]
     summary = summarise_seeds(metrics)
     methods = ordered(summary["method"].unique().tolist())
     setup = {
@@ -283,6 +287,7 @@ CONTEXT_FIELDS = (
     "split",
     "backbones",
     "confused_method",
+    "methods",
 )
 
 

@@ -179,3 +179,20 @@ def test_cmpl_reports_its_last_epochs_pseudo_label_accuracy_and_confident_share(
     assert (
         cmpl_pseudo_label_records({"student_cmpl": history.drop(columns="primary_pseudo_label_top1")}) == []
     )
+
+
+def test_the_report_shows_the_runs_methods_and_the_rows_of_no_method() -> None:
+    metrics = evaluation_metrics.metrics_frame(
+        [
+            {"method": "scratch", "metric": "top1", "value": 30.0},
+            {"method": "motionfit", "metric": "top1", "value": 60.0},
+            {"method": "cmpl", "metric": "top1", "value": 8.0},  # from an earlier run's method list
+            {"method": "idt_clusters", "metric": "cluster_nmi", "value": 0.66, "split": "source"},
+        ]
+    )
+    tables = dict(report.report_tables(metrics, report.ReportContext(methods=("scratch", "motionfit"))))
+    top1 = tables["Target top-1 (test)"]
+    assert list(top1["Method"]) == ["RGB from scratch", "MotionFit student"]
+    assert any("0.66" in table.to_string() for table in tables.values())
+    everything = dict(report.report_tables(metrics))["Target top-1 (test)"]
+    assert "CMPL" in list(everything["Method"])
