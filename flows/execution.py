@@ -45,7 +45,19 @@ def build_task_runner(runtime: RuntimeConfig) -> TaskRunner:
             cluster_kwargs=runtime.dask_cluster_kwargs,
             adapt_kwargs=runtime.dask_adapt_kwargs,
         )
-    return DaskTaskRunner(cluster_kwargs={"n_workers": runtime.max_workers, "threads_per_worker": 1})
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(runtime))
+
+
+def local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, Any]:
+    """The local Dask cluster of a run without an address or cluster class: ``max_workers`` single-threaded
+    workers, scheduler and dashboard on the loopback interface only (Dask's dashboard listens on every
+    interface by default)."""
+    return {
+        "n_workers": runtime.max_workers,
+        "threads_per_worker": 1,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:8787",  # another free port when that one is taken
+    }
 
 
 def result_storage(layout: RunLayout) -> Path | str:
