@@ -259,14 +259,19 @@ def evaluate_run(
                 )
             )
         if method == "teacher" or method == main_method:  # the network that infers: the evaluated one
-            deployed = _network_from_checkpoint(layout.checkpoint(METHODS[method].evaluated_stage), device)
+            entry = METHODS[method]
+            deployed = (
+                network
+                if entry.evaluated_stage == entry.representation_stage
+                else _network_from_checkpoint(layout.checkpoint(entry.evaluated_stage), device)
+            )
             channels = 2 if deployed.modality == "flow" else 3
             shape = (channels, deployed.clip_length, deployed.crop_size, deployed.crop_size)
             gmacs, params = count_complexity(deployed.model, shape)
             seconds = forward_seconds_per_clip(deployed.model, shape, device=device)
             if method == "teacher":
                 per_pair = flow_seconds_per_pair(layout, list(test["video_id"]), config.flow)
-                cost = teacher_inference_cost(gmacs, params, per_pair, network.clip_length, seconds)
+                cost = teacher_inference_cost(gmacs, params, per_pair, deployed.clip_length, seconds)
             else:
                 cost = student_inference_cost(gmacs, params, seconds, method=method)
             records += cost.records("test", seed)
