@@ -136,6 +136,24 @@ def cmd_idt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flow(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from motionfit.tasks.data.config import DecodeConfig
+    from motionfit.tasks.data.decode import decode_video
+    from motionfit.tasks.motion.config import FlowConfig
+    from motionfit.tasks.motion.tvl1 import compute_tvl1_flow, flow_backend
+
+    decode = DecodeConfig(short_side=args.short_side, max_frames=args.max_frames)
+    frames = decode_video(Path(args.video), decode).frames
+    config = FlowConfig(backend=args.backend, device=args.device)
+    flow = compute_tvl1_flow(frames, config)
+    np.save(args.output, flow)
+    size = f"{flow.shape[1]}x{flow.shape[2]}"
+    print(f"{len(flow)} flow fields of {size} px ({flow_backend(config)}) -> {args.output}")
+    return 0
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (default: --preset tiny)")
     parser.add_argument("--preset", help="tiny, demo, small, ucf101, hmdb51, kinetics")
@@ -198,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     idt.add_argument("--boxes", type=Path, help="human boxes per frame (the reference's format)")
     idt.add_argument("-o", "--output", required=True, help="output .npy")
     idt.set_defaults(handler=cmd_idt)
+
+    flow = commands.add_parser(
+        "flow", help="TV-L1 flow of one video: float32 [T-1, H, W, 2] (dx, dy) in pixels, unclipped"
+    )
+    flow.add_argument("video")
+    flow.add_argument("-o", "--output", required=True, help="output .npy")
+    flow.add_argument("--backend", default="auto", choices=["auto", "opencv", "torch"])
+    flow.add_argument("--device", help="torch backend's device (default: cuda when present)")
+    flow.add_argument("--max-frames", type=int, help="decode at most this many frames")
+    flow.add_argument("--short-side", type=int, default=128, help="resize to this short side first")
+    flow.set_defaults(handler=cmd_flow)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -44,9 +46,21 @@ class FlowConfig(BaseModel):
         gt=0,
         description="Clip flow to +-flow_bound px before uint8 quantisation (mmaction2/denseflow).",
     )
+    backend: Literal["auto", "opencv", "torch"] = Field(
+        "auto",
+        description="Who computes TV-L1: OpenCV's DualTVL1 on the CPU, or the batched PyTorch port of it "
+        "(tvl1_torch); auto takes torch where CUDA is present and OpenCV otherwise.",
+    )
+    device: str | None = Field(
+        None, description="Torch device of the torch backend (cuda, cuda:1, cpu); default cuda when present."
+    )
+    batch_size: int = Field(
+        32, ge=1, description="Frame pairs per call of the torch backend: its memory grows linearly with it."
+    )
     threads_per_worker: int = Field(
         1,
         ge=1,
-        description="OpenCV threads (process-wide) while computing: two threads speed TV-L1 up by at most "
+        description="OpenCV (or, for the torch backend on the CPU, torch) threads (process-wide) while "
+        "computing: two OpenCV threads speed TV-L1 up by at most "
         "1.8x while separate workers scale linearly, so run N workers x 1 thread.",
     )
