@@ -23,7 +23,9 @@ from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import CODE_VERSION as DECODE_CODE_VERSION
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
+from motionfit.tasks.data.preflight import DataProblems, manifest_problems
 from motionfit.tasks.data.synth import generate_dataset
+from motionfit.tasks.methods import METHODS
 from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1 import CODE_VERSION as FLOW_CODE_VERSION
 from motionfit.tasks.motion.tvl1 import compute_flows
@@ -80,6 +82,11 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
     publish_manifest_summary(layout)
     counts = manifest.groupby(["dataset", "status"]).size()
     logger.info("manifest: %s", counts.to_dict())
+    methods = [METHODS[name] for name in config.methods]
+    problems = manifest_problems(manifest, methods, config.cluster.n_clusters)
+    if problems:
+        listed = "\n- ".join(problems)
+        raise DataProblems(f"the videos of {config.run_root} cannot serve the run's methods:\n- {listed}")
     return {"videos": len(manifest), "missing": int((manifest["status"] != "ok").sum())}
 
 

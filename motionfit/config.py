@@ -39,6 +39,20 @@ STAGES = (
 )
 
 
+VIDEO_LOCATIONS = (
+    "target_format",
+    "target_video_root",
+    "target_splits_dir",
+    "target_csv",
+    "split",
+    "source_format",
+    "source_video_root",
+    "source_csv",
+    "source_heldout_labels",
+)
+"""The ``data`` fields that say which videos a run reads (the others say how it splits them)."""
+
+
 def _student_section(method: str, description: str) -> Any:
     """The config field of ``method``'s student section, defaulting to the method's section defaults."""
     return Field(
@@ -110,6 +124,20 @@ class PipelineConfig(BaseModel):
                 f"{list(methods)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
             )
         return methods
+
+    @model_validator(mode="after")
+    def _synth_or_own_videos(self) -> PipelineConfig:
+        """With ``synth`` set the run reads the generated data set, so ``data`` must name no other videos."""
+        if self.synth is None:
+            return self
+        defaults = DataConfig()
+        named = [name for name in VIDEO_LOCATIONS if getattr(self.data, name) != getattr(defaults, name)]
+        if named:
+            raise ValueError(
+                f"synth and data.{', data.'.join(named)} are both set: a run with synth reads the generated "
+                "data set and would ignore them; set synth to null (--set synth=null) to use your own videos"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sections_train_their_methods_objective(self) -> PipelineConfig:

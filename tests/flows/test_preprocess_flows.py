@@ -14,6 +14,7 @@ from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.tasks.data.ingest import synthetic_data_config
+from motionfit.tasks.data.preflight import DataProblems
 from motionfit.tasks.motion import tvl1
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,24 @@ def test_broken_video_is_recorded_and_the_rest_completes(prefect_server, data_ro
     assert len(failed) == 1
     assert "zz_broken.mp4" in failed["error"].iloc[0]
     assert tvl1_flow(config) == {"done": 15, "failed": 0, "failed_batches": 0}
+
+
+def test_ingest_refuses_videos_that_cannot_serve_the_methods(prefect_server, data_root: Path, tmp_path: Path):
+    config = _config(data_root, tmp_path / "run")
+    config = config.model_copy(
+        update={
+            "methods": ("scratch", "idt_la", "supervised"),
+            "data": config.data.model_copy(update={"source_heldout_labels": None}),
+            "cluster": config.cluster.model_copy(update={"n_clusters": 50}),
+        }
+    )
+    with pytest.raises(DataProblems) as refused:
+        ingest_flow(config)
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 3 and "cannot serve the run's methods" in lines[0]
+    assert "supervised trains on the source's true labels" in lines[1]
+    assert "n_clusters is 50, more than the 6 readable source videos" in lines[2]
+    assert load_manifest(RunLayout.at(config.run_root))["in_source"].sum() == 6, "manifest kept"
 
 
 def test_flow_stage_resumes_exactly_the_missing_videos(
