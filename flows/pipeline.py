@@ -13,6 +13,7 @@ from motionfit.flows.execution import build_task_runner
 from motionfit.flows.preprocess import decode_flow, ingest_flow, publish_manifest_summary, tvl1_flow
 from motionfit.flows.prior import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
 from motionfit.flows.train import finetune_flow, pseudo_label_flow, student_flow, teacher_flow
+from motionfit.flows.video_stages import require_failure_fraction
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.methods import METHODS
@@ -80,6 +81,8 @@ def pipeline_flow(
     for stage in selected_stages(config, until, only, start):
         logger.info("stage %s", stage)
         results[stage] = run_stage(stage, config)
+        if stage == "ingest" or stage in CPU_STAGES:
+            require_failure_fraction(stage, RunLayout.at(config.run_root), config.runtime.max_failed_fraction)
     if "ingest" in results or any(stage in results for stage in CPU_STAGES):
         publish_manifest_summary(RunLayout.at(config.run_root))
     return results

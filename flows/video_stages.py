@@ -13,7 +13,7 @@ from tqdm import tqdm
 from motionfit.flows.artifacts import publish_progress
 from motionfit.flows.execution import fingerprint, stage_task_options
 from motionfit.storage.layout import RunLayout
-from motionfit.storage.manifest import load_manifest, refresh_stage_status, save_manifest
+from motionfit.storage.manifest import load_manifest, refresh_stage_status, save_manifest, status_column
 from motionfit.tasks.per_video import VideoOutcome
 
 
@@ -30,6 +30,48 @@ def require_no_failures(stage: str, outcomes: list[VideoOutcome]) -> list[VideoO
             f"{stage}: {len(failed)} of {len(outcomes)} videos failed: " + "; ".join(failed)
         )
     return outcomes
+
+
+class TooManyFailuresError(RuntimeError):
+    """More of a stage's videos failed than ``runtime.max_failed_fraction`` allows: the run stops."""
+
+
+LISTED_FAILURES = 10
+"""Failed videos named in the message of :class:`TooManyFailuresError` (the manifest has them all)."""
+
+
+def require_failure_fraction(stage: str, layout: RunLayout, max_fraction: float) -> None:
+    """Raise :class:`TooManyFailuresError` when more than ``max_fraction`` of the videos ``stage`` was asked
+    to process failed (at ``ingest``: of the listed videos, those missing or unreadable), naming them and
+    their reasons; otherwise log how many failed."""
+    manifest = load_manifest(layout)
+    if stage == "ingest":
+        asked, failed = manifest, manifest[manifest["status"] != "ok"]
+    else:
+        column = status_column(stage)
+        if column not in manifest:
+            return
+        asked = manifest[manifest[column].notna()]
+        failed = asked[asked[column] == "failed"]
+    if len(failed) == 0:
+        return
+    share = len(failed) / len(asked)
+    summary = f"{stage}: {len(failed)} of {len(asked)} videos failed ({100 * share:.1f} %)"
+    if share <= max_fraction:
+        get_run_logger().warning(
+            "%s, within runtime.max_failed_fraction %s; the run goes on", summary, max_fraction
+        )
+        return
+    listed = "\n".join(f"- {row.video_id}: {row.error}" for row in failed.head(LISTED_FAILURES).itertuples())
+    more = (
+        f"\n... and {len(failed) - LISTED_FAILURES} more (motionfit status)"
+        if len(failed) > LISTED_FAILURES
+        else ""
+    )
+    raise TooManyFailuresError(
+        f"{summary}, above runtime.max_failed_fraction {max_fraction}: the run stops (committed videos are "
+        f"kept; fix or remove these and re-run):\n{listed}{more}"
+    )
 
 
 def batches(items: Sequence[Any], size: int) -> list[list[Any]]:

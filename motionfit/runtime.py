@@ -29,6 +29,13 @@ class RuntimeConfig(BaseModel):
     videos_per_batch: int = Field(
         16, ge=1, description="Videos per CPU task: Prefect's per-task overhead matters at 240k videos."
     )
+    max_failed_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of a stage's videos (or of the listed videos, at ingest) that may fail while the "
+        "run goes on; above it the run stops with the failed videos and their reasons. Committed work stays.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="GPU stages' device; auto = CUDA if present."
     )

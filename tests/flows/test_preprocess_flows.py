@@ -10,7 +10,9 @@ import pytest
 
 from motionfit.config import PipelineConfig
 from motionfit.flows import preprocess
+from motionfit.flows.pipeline import pipeline_flow
 from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
+from motionfit.flows.video_stages import TooManyFailuresError
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.tasks.data.ingest import synthetic_data_config
@@ -64,6 +66,32 @@ def test_broken_video_is_recorded_and_the_rest_completes(prefect_server, data_ro
     assert len(failed) == 1
     assert "zz_broken.mp4" in failed["error"].iloc[0]
     assert tvl1_flow(config) == {"done": 15, "failed": 0, "failed_batches": 0}
+
+
+def test_the_run_stops_when_more_videos_fail_than_the_policy_allows(
+    prefect_server, data_root: Path, tmp_path: Path
+):
+    (data_root / "source" / "videos" / "zz_broken.mp4").write_bytes(b"this is not an mp4 file")
+    config = _config(data_root, tmp_path / "run")
+    strict = config.model_copy(
+        update={"runtime": config.runtime.model_copy(update={"max_failed_fraction": 0.05})}
+    )
+    with pytest.raises(TooManyFailuresError) as stopped:
+        pipeline_flow(strict, until="flow")
+    message = str(stopped.value)
+    assert message.startswith("decode: 1 of 16 videos failed (6.2 %), above runtime.max_failed_fraction 0.05")
+    assert "source.zz_broken: decode:" in message and "zz_broken.mp4" in message
+    assert len(RunLayout.at(config.run_root).markers("decode").committed_ids()) == 15, "committed work stays"
+
+    lenient = config.model_copy(
+        update={"runtime": config.runtime.model_copy(update={"max_failed_fraction": 0.1})}
+    )
+    results = pipeline_flow(lenient, until="flow")
+    assert results["decode"]["failed"] == 1 and results["flow"] == {
+        "done": 15,
+        "failed": 0,
+        "failed_batches": 0,
+    }
 
 
 def test_ingest_refuses_videos_that_cannot_serve_the_methods(prefect_server, data_root: Path, tmp_path: Path):
