@@ -1,8 +1,10 @@
-"""Shared fixtures: one Prefect test server per session, a micro synthetic data set on disk."""
+"""Shared fixtures: one Prefect test server per session, a micro synthetic data set on disk, one torch
+thread."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,18 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def single_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread while the test runs: the machine's cores are shared, and results do not
+    depend on it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,8 @@
-"""One intra-op thread per test: the machine's cores are shared, and results do not depend on it."""
-
-from collections.abc import Iterator
+"""Every model test runs on one intra-op torch thread (the shared ``single_torch_thread`` fixture)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def single_thread(single_torch_thread: None) -> None:
+    """Requests the shared fixture for every test of this folder."""

@@ -3,7 +3,6 @@ OpenCV's primitives, batching, and the flow stage on the torch backend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -27,12 +26,7 @@ MAX_MEAN_EPE = 0.05
 20 is 0.157 px)."""
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def gray_frames(name: str, short_side: int, n_frames: int, start: int = 0) -> np.ndarray:
