@@ -18,6 +18,7 @@ from sklearn.metrics.cluster import contingency_matrix
 
 from motionfit.tasks.prior.config import ClusterConfig
 from motionfit.tasks.prior.kmeans import kmeans
+from motionfit.tasks.prior.kmeans_faiss import faiss_kmeans
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,12 @@ def cluster_videos(vectors: np.ndarray, video_ids: Sequence[str], config: Cluste
     ids = np.asarray([str(video_id) for video_id in video_ids], dtype=object)
     runs = []
     for run, seed in enumerate(config.seeds):
-        result = kmeans(
-            vectors, n_clusters, seed=seed, max_iter=config.max_iter, tol=config.tol, init=config.init
-        )
+        if config.backend == "faiss":
+            result = faiss_kmeans(vectors, n_clusters, seed=seed, max_iter=config.max_iter, init=config.init)
+        else:
+            result = kmeans(
+                vectors, n_clusters, seed=seed, max_iter=config.max_iter, tol=config.tol, init=config.init
+            )
         logger.info(
             "k-means run %d (seed %d): K %d, %d iterations, inertia %.6g",
             run,

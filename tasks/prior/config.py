@@ -126,6 +126,12 @@ class ClusterConfig(BaseModel):
         description="Stop early when the squared centre shift falls below tol x the data's mean variance; "
         "0 runs max_iter iterations unless the assignment stops changing.",
     )
+    backend: Literal["numpy", "faiss"] = Field(
+        "numpy",
+        description="Who runs Lloyd's iterations: the project's numpy k-means, or faiss (the authors' "
+        "library, on its GPU where it has one; the optional extra 'faiss') from the same seeds. faiss runs "
+        "all max_iter iterations (tol does not apply).",
+    )
     init: Literal["k-means++", "random"] = Field(
         "k-means++",
         description="Greedy k-means++ seeding (K passes over the data), or K distinct random videos: faiss' "

@@ -106,6 +106,31 @@ def kmeans_plus_plus(
     return seeds
 
 
+def checked_points(points: np.ndarray, n_clusters: int) -> np.ndarray:
+    """``points`` as a C-contiguous float32 ``[V, D]`` array, or ``ValueError`` when k-means cannot run on
+    them with ``n_clusters`` clusters."""
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if points.ndim != 2 or len(points) == 0:
+        raise ValueError(f"points has shape {points.shape}; expected a non-empty [V, D] array")
+    if not 1 <= n_clusters <= len(points):
+        raise ValueError(
+            f"n_clusters must be in [1, {len(points)}] for {len(points)} points, got {n_clusters}"
+        )
+    if not np.isfinite(points).all():
+        raise ValueError("points contains NaN or infinite values")
+    return points
+
+
+def initial_centers(
+    points: np.ndarray, n_clusters: int, seed: int, init: Literal["k-means++", "random"]
+) -> np.ndarray:
+    """Seeds ``[K, D] float32`` of Lloyd's iterations: greedy k-means++, or K distinct random points."""
+    rng = np.random.default_rng(seed)
+    if init == "k-means++":
+        return kmeans_plus_plus(points, n_clusters, rng)
+    return points[np.sort(rng.choice(len(points), size=n_clusters, replace=False))].copy()
+
+
 def kmeans(
     points: np.ndarray,
     n_clusters: int,
@@ -121,20 +146,8 @@ def kmeans(
     longer changes (or the squared centre shift is below ``tol`` x the mean variance of ``points``); the
     returned labels are the assignment to the returned centres.
     """
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    if points.ndim != 2 or len(points) == 0:
-        raise ValueError(f"points has shape {points.shape}; expected a non-empty [V, D] array")
-    if not 1 <= n_clusters <= len(points):
-        raise ValueError(
-            f"n_clusters must be in [1, {len(points)}] for {len(points)} points, got {n_clusters}"
-        )
-    if not np.isfinite(points).all():
-        raise ValueError("points contains NaN or infinite values")
-    rng = np.random.default_rng(seed)
-    if init == "k-means++":
-        centers = kmeans_plus_plus(points, n_clusters, rng)
-    else:
-        centers = points[np.sort(rng.choice(len(points), size=n_clusters, replace=False))].copy()
+    points = checked_points(points, n_clusters)
+    centers = initial_centers(points, n_clusters, seed, init)
     point_sq_norms = np.einsum("vd,vd->v", points, points)
     shift_tol = tol * float(points.var(axis=0).mean()) if tol > 0 else 0.0
     labels, distances = _assign(points, point_sq_norms, centers)
