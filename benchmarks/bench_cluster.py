@@ -1,13 +1,16 @@
-"""k-means of the cluster stage beside a plain scikit-learn ``KMeans`` call, same run, same vectors.
+"""k-means of the cluster stage, on numpy and on faiss, beside a plain scikit-learn ``KMeans`` call, same run,
+same vectors.
 
 Vectors imitate count-sketched Fisher vectors: ``--videos`` unit-norm rows of ``--dim`` (2000) dimensions
-from ``--classes`` overlapping latent classes. Both sides cluster them into K = default_n_clusters(V)
-clusters (or ``--clusters``) with greedy k-means++ seeding and 20 Lloyd iterations at most (the paper's
-setting), seed 1234; BLAS and OpenMP are limited to ``--threads`` for both. Reported: seconds, iterations,
-inertia (sum of squared distances), NMI against the latent classes, and the seeding's share of the time
+from ``--classes`` overlapping latent classes. Every backend clusters them into K = default_n_clusters(V)
+clusters (or ``--clusters``) with ``--init`` seeding (greedy k-means++ or random points) and 20 Lloyd
+iterations at most (the paper's setting), seed 1234; BLAS and OpenMP (faiss' too) are limited to
+``--threads``. Reported: seconds, iterations, inertia (sum of squared distances), NMI against the latent
+classes, the share of labels faiss and numpy agree on, and with k-means++ the seeding's share of the time
 (scikit-learn's ``kmeans_plusplus`` and ours, timed again on their own). Run::
 
     python benchmarks/bench_cluster.py
+    python benchmarks/bench_cluster.py --videos 24000 --clusters 6000 --init random --backends numpy,faiss
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from motionfit.tasks.prior.clustering import default_n_clusters
 from motionfit.tasks.prior.kmeans import kmeans, kmeans_plus_plus
+from motionfit.tasks.prior.kmeans_faiss import faiss_kmeans
 
 
 def sketch_like_vectors(
@@ -52,35 +56,59 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=None, help="K (default: default_n_clusters(videos))")
     parser.add_argument("--max-iter", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads for both sides")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads of every backend")
+    parser.add_argument("--init", choices=["k-means++", "random"], default="k-means++")
+    parser.add_argument("--backends", default="scikit-learn,numpy,faiss", help="comma-separated")
     args = parser.parse_args()
     vectors, classes = sketch_like_vectors(np.random.default_rng(0), args.videos, args.dim, args.classes)
     n_clusters = args.clusters or default_n_clusters(args.videos)
     print(f"k-means: {args.videos} x {args.dim} vectors, K {n_clusters}, max_iter {args.max_iter}")
-    print(f"threads: {args.threads}")
+    print(f"threads: {args.threads}; seeding: {args.init}")
+    results = {}
     with threadpool_limits(args.threads):
-        start = time.perf_counter()
-        reference = KMeans(n_clusters, n_init=1, max_iter=args.max_iter, random_state=args.seed).fit(vectors)
-        reference_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        ours = kmeans(vectors, n_clusters, seed=args.seed, max_iter=args.max_iter)
-        seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        kmeans_plusplus(vectors, n_clusters, random_state=args.seed)
-        reference_seeding = time.perf_counter() - start
-        start = time.perf_counter()
-        kmeans_plus_plus(vectors, n_clusters, np.random.default_rng(args.seed))
-        seeding = time.perf_counter() - start
-    for name, elapsed, n_iter, inertia, labels in (
-        ("scikit-learn KMeans", reference_seconds, reference.n_iter_, reference.inertia_, reference.labels_),
-        ("motionfit kmeans   ", seconds, ours.n_iter, ours.inertia, ours.labels),
-    ):
+        for backend in args.backends.split(","):
+            start = time.perf_counter()
+            if backend == "scikit-learn":
+                fitted = KMeans(
+                    n_clusters, init=args.init, n_init=1, max_iter=args.max_iter, random_state=args.seed
+                ).fit(vectors)
+                result = (fitted.n_iter_, fitted.inertia_, fitted.labels_)
+            else:
+                run = {"numpy": kmeans, "faiss": faiss_kmeans}[backend]
+                if backend == "faiss":
+                    import faiss
+
+                    faiss.omp_set_num_threads(args.threads)
+                found = run(vectors, n_clusters, seed=args.seed, max_iter=args.max_iter, init=args.init)
+                result = (found.n_iter, found.inertia, found.labels)
+            results[backend] = (time.perf_counter() - start, *result)
+        if args.init == "k-means++":
+            start = time.perf_counter()
+            kmeans_plusplus(vectors, n_clusters, random_state=args.seed)
+            reference_seeding = time.perf_counter() - start
+            start = time.perf_counter()
+            kmeans_plus_plus(vectors, n_clusters, np.random.default_rng(args.seed))
+            seeding = time.perf_counter() - start
+    for name, (elapsed, n_iter, inertia, labels) in results.items():
         print(
-            f"  {name} {elapsed:7.2f} s  {n_iter:3d} iterations  inertia {inertia:10.2f}  "
-            f"NMI vs classes {normalized_mutual_info_score(classes, labels):.4f}"
+            f"  {name:12s} {elapsed:8.2f} s  {n_iter:3d} iterations ({elapsed / max(n_iter, 1):.2f} s each) "
+            f"inertia {inertia:10.2f}  NMI vs classes {normalized_mutual_info_score(classes, labels):.4f}"
         )
-    print(f"  speed-up x{reference_seconds / seconds:.2f}")
-    print(f"  of which k-means++ seeding: scikit-learn {reference_seeding:.2f} s, motionfit {seeding:.2f} s")
+    if "scikit-learn" in results and "numpy" in results:
+        print(f"  numpy speed-up over scikit-learn x{results['scikit-learn'][0] / results['numpy'][0]:.2f}")
+    if "faiss" in results and "numpy" in results:
+        agree = float(np.mean(results["faiss"][3] == results["numpy"][3]))
+        ratio = results["faiss"][2] / results["numpy"][2]
+        per_iteration = {name: result[0] / max(result[1], 1) for name, result in results.items()}
+        print(
+            f"  faiss: x{per_iteration['numpy'] / per_iteration['faiss']:.2f} the numpy speed per iteration "
+            f"(numpy stops once the labels settle, faiss runs max_iter); labels equal for "
+            f"{100 * agree:.2f} % of the videos, inertia ratio {ratio:.6f}"
+        )
+    if args.init == "k-means++":
+        print(
+            f"  of which k-means++ seeding: scikit-learn {reference_seeding:.2f} s, motionfit {seeding:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,13 @@ class StageMarkers:
     def committed_info(self, video_id: str) -> dict[str, Any]:
         return fs.read_json(fs.join(self._committed_dir, f"{video_id}.json"))
 
+    def commit_record(self, video_id: str) -> dict[str, Any] | None:
+        """The commit record of ``video_id``, or None when it is not committed: one read, no listing."""
+        try:
+            return self.committed_info(video_id)
+        except FileNotFoundError:
+            return None
+
     def failures(self) -> dict[str, str]:
         """``{video_id: error}`` of the videos whose last attempt failed."""
         return {

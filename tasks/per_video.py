@@ -58,12 +58,12 @@ def map_videos(
     An exception from one video is recorded as that video's failure (with the exception type and message) and
     the batch goes on.
     """
-    done = markers.committed_ids()
     outcomes = []
     for video_id in video_ids:
         key = key_of(video_id) if key_of else None
-        if video_id in done:
-            if key is None or markers.committed_info(video_id).get("inputs_key") == key:
+        record = markers.commit_record(video_id)  # one read per video: a batch never lists the stage
+        if record is not None:
+            if key is None or record.get("inputs_key") == key:
                 outcomes.append(VideoOutcome(video_id, "skipped"))
                 continue
             markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed

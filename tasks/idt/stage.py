@@ -40,10 +40,7 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
 
     def key_of(video_id: str) -> str:
         upstream = [frames_store.markers] + ([flow_store.markers] if config.mode == "pipeline" else [])
-        return inputs_key(
-            CODE_VERSION,
-            config,
-            [m.committed_info(video_id)["time"] if m.is_committed(video_id) else None for m in upstream],
-        )
+        records = [m.commit_record(video_id) for m in upstream]
+        return inputs_key(CODE_VERSION, config, [record["time"] if record else None for record in records])
 
     return map_videos(video_ids, output.markers, process, key_of)

@@ -169,12 +169,8 @@ def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -
         settings["backend"] = backend
 
     def key_of(video_id: str) -> str:
-        frames = frames_store.markers
-        return inputs_key(
-            CODE_VERSION,
-            settings,
-            frames.committed_info(video_id)["time"] if frames.is_committed(video_id) else None,
-        )
+        record = frames_store.markers.commit_record(video_id)
+        return inputs_key(CODE_VERSION, settings, record["time"] if record else None)
 
     if backend == "torch" and flow_device(config).type == "cpu":
         with torch_threads(config.threads_per_worker):

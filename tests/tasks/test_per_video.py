@@ -40,6 +40,32 @@ def test_recorded_inputs_key_decides_what_is_recomputed(tmp_path: Path) -> None:
     assert store.markers.committed_info("b")["inputs_key"] == "k2"
 
 
+def test_a_batch_reads_its_own_videos_markers_and_lists_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O(batch) bookkeeping: listing the stage's commits in every batch costs O(N) per batch at scale."""
+    store = RunLayout.at(tmp_path).store("flow")
+    for index in range(50):
+        store.markers.commit(f"other{index}", {"inputs_key": "k"})
+    monkeypatch.setattr(
+        "motionfit.storage.fs.list_names", lambda *args: pytest.fail("a batch listed the stage's markers")
+    )
+    read: list[str] = []
+    original = store.markers.commit_record.__func__
+
+    def counting(markers, video_id):
+        read.append(video_id)
+        return original(markers, video_id)
+
+    monkeypatch.setattr(type(store.markers), "commit_record", counting)
+    keys = {"other3": "k", "new": "k"}
+    outcomes = map_videos(
+        list(keys), store.markers, lambda v: store.write(v, np.zeros((1, 2, 2, 2), np.uint8)), keys.get
+    )
+    assert [o.status for o in outcomes] == ["skipped", "done"]
+    assert read == ["other3", "new"]
+
+
 def test_inputs_key_changes_with_config_values() -> None:
     assert inputs_key(DecodeConfig(short_side=32), "x") == inputs_key(DecodeConfig(short_side=32), "x")
     assert inputs_key(DecodeConfig(short_side=32), "x") != inputs_key(DecodeConfig(short_side=24), "x")
