@@ -39,6 +39,8 @@ def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
         confused_method=result.confused_method,
         plots=result.plots,
         methods=tuple(config.methods),
+        test_videos=result.test_videos,
+        listed_test_videos=result.listed_test_videos,
     )
     markdown = write_report(layout, context)
     publish_table("metrics", metrics, f"All metrics of {layout.root} (long form)")

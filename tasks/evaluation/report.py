@@ -44,7 +44,8 @@ class ReportContext:
     the accuracy tables; ``confused_pairs`` is ``evaluate.most_confused_pairs`` of the main method; ``plots``
     maps a caption to a PNG URL (normally under ``layout.plots``), embedded by its path relative to
     ``report.md``; ``methods``, when given, are the run's methods: rows of other methods (left in the metrics
-    table by an earlier run with another method list) stay out of the tables.
+    table by an earlier run with another method list) stay out of the tables. ``test_videos`` counts the test
+    videos each method was scored on, of the ``listed_test_videos`` the data set lists.
     """
 
     title: str = "MotionFit run report"
@@ -58,6 +59,8 @@ class ReportContext:
     confused_method: str = "motionfit"
     plots: Mapping[str, str] = field(default_factory=dict)
     methods: tuple[str, ...] = ()
+    test_videos: Mapping[str, int] = field(default_factory=dict)
+    listed_test_videos: int = 0
 
 
 def summarise_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -252,11 +255,29 @@ def _relative_to(url: str, root: str) -> str:
     return url[len(prefix) :] if url.startswith(prefix) else url
 
 
+def scored_test_videos(context: ReportContext) -> str:
+    """The sentence saying how many of the listed test videos the tables score ('' when not known)."""
+    listed = context.listed_test_videos
+    counts = set(context.test_videos.values())
+    if not listed or not counts:
+        return ""
+    if counts == {listed}:
+        return f"All {listed} listed test videos were scored."
+    if len(counts) == 1:
+        scored = f"{counts.pop()} of {listed} listed test videos were scored"
+    else:
+        per_method = ", ".join(f"{label(m)} {n}" for m, n in context.test_videos.items())
+        scored = f"Of {listed} listed test videos, these were scored: {per_method}"
+    return f"{scored}; the others are missing or failed a stage (motionfit status lists them)."
+
+
 def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "") -> str:
     """The markdown of ``report.md``; plot paths under ``root`` are written relative to it."""
     lines = [f"# {context.title}", ""]
     if context.dataset:
         lines += [f"Target data set: **{context.dataset}**.", ""]
+    if scored_test_videos(context):
+        lines += [scored_test_videos(context), ""]
     tables = report_tables(metrics, context)
     if not tables:
         lines += ["No metrics have been recorded yet.", ""]
@@ -288,6 +309,8 @@ CONTEXT_FIELDS = (
     "backbones",
     "confused_method",
     "methods",
+    "test_videos",
+    "listed_test_videos",
 )
 
 
@@ -307,7 +330,10 @@ def format_terminal_tables(metrics: pd.DataFrame, context: ReportContext | None 
         f"{title}\n{'=' * len(title)}\n{text_table(table)}"
         for title, table in report_tables(metrics, context)
     ]
-    return "\n\n".join(blocks) if blocks else "No metrics have been recorded yet."
+    if not blocks:
+        return "No metrics have been recorded yet."
+    scored = scored_test_videos(context) if context is not None else ""
+    return "\n\n".join([scored, *blocks] if scored else blocks)
 
 
 def render_report_for_terminal(run_root: str) -> str:

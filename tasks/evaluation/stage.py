@@ -58,7 +58,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class EvaluationResult:
     """What the evaluate stage produced: the metrics rows, the plots (caption -> PNG URL), the most-confused
-    pairs of the main method and the clip geometry of the evaluated networks."""
+    pairs of the main method, the clip geometry of the evaluated networks and the test videos each method
+    was scored on, of those listed."""
 
     metrics: pd.DataFrame
     plots: dict[str, str] = field(default_factory=dict)
@@ -66,6 +67,8 @@ class EvaluationResult:
     confused_method: str = "motionfit"
     frames: int = 16
     resolution: int = 112
+    test_videos: dict[str, int] = field(default_factory=dict)
+    listed_test_videos: int = 0
 
 
 @dataclass
@@ -210,7 +213,7 @@ def evaluate_run(
     label_index = dict(zip(test["video_id"], test["label_index"], strict=True))
     train_index = dict(zip(train["video_id"], train["label_index"], strict=True))
     records: list[dict[str, Any]] = []
-    result = EvaluationResult(metrics=pd.DataFrame())
+    result = EvaluationResult(metrics=pd.DataFrame(), listed_test_videos=len(test))
     main_method = "motionfit" if "motionfit" in methods else methods[0]
     for method in methods:
         ids, probabilities = method_test_probabilities(
@@ -218,6 +221,7 @@ def evaluate_run(
         )
         truth = np.array([label_index[v] for v in ids])
         records.append({"method": method, "metric": "top1", "value": video_top1(probabilities, truth)})
+        result.test_videos[method] = len(ids)
         if method == main_method:
             confusion = confusion_matrix(probabilities.argmax(1), truth, len(class_names))
             result.confused_pairs = most_confused_pairs(confusion, class_names, evaluation.confused_pairs)

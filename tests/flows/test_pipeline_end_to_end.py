@@ -156,6 +156,8 @@ def test_report_shows_the_metrics_and_plots(finished_run) -> None:
         assert f"plots/{plot}" in report
     terminal = render_report_for_terminal(str(run_root))
     assert "MotionFit student" in terminal and f"{motionfit_top1:.1f}" in terminal
+    n_test = int((load_manifest(layout)["split"] == "test").sum())
+    assert f"All {n_test} listed test videos were scored." in report and terminal.startswith("All ")
 
 
 def test_prefect_artifacts_hold_the_results(finished_run) -> None:

@@ -196,3 +196,16 @@ def test_the_report_shows_the_runs_methods_and_the_rows_of_no_method() -> None:
     assert any("0.66" in table.to_string() for table in tables.values())
     everything = dict(report.report_tables(metrics))["Target top-1 (test)"]
     assert "CMPL" in list(everything["Method"])
+
+
+def test_the_report_says_how_many_listed_test_videos_were_scored() -> None:
+    metrics = evaluation_metrics.metrics_frame([{"method": "scratch", "metric": "top1", "value": 30.0}])
+    short = report.ReportContext(test_videos={"scratch": 21, "motionfit": 21}, listed_test_videos=23)
+    line = "21 of 23 listed test videos were scored; the others are missing or failed a stage"
+    assert line in report.render_report(metrics, short)
+    assert report.format_terminal_tables(metrics, short).startswith(line)
+    uneven = report.ReportContext(test_videos={"scratch": 21, "motionfit": 20}, listed_test_videos=23)
+    assert "RGB from scratch 21, MotionFit student 20" in report.scored_test_videos(uneven)
+    complete = report.ReportContext(test_videos={"scratch": 23}, listed_test_videos=23)
+    assert "All 23 listed test videos were scored." in report.render_report(metrics, complete)
+    assert report.scored_test_videos(report.ReportContext()) == ""
