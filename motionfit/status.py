@@ -24,9 +24,31 @@ def run_outputs(layout: RunLayout) -> pd.DataFrame:
         "report": layout.report,
     }
     rows = [(stage, url, "done" if fs.exists(url) else "missing") for stage, url in outputs.items()]
-    checkpoints = fs.list_names(layout.checkpoint_root)
-    rows += [(f"train:{name}", layout.checkpoints(name), "checkpointed") for name in checkpoints]
+    planned = planned_epochs(layout)
+    for name in fs.list_names(layout.checkpoint_root):
+        history = layout.history(name)
+        finished = len(pd.read_parquet(history, columns=["epoch"])) if fs.exists(history) else 0
+        rows.append((f"train:{name}", layout.checkpoints(name), f"epoch {finished}/{planned.get(name, '?')}"))
     return pd.DataFrame(rows, columns=["stage", "output", "state"])
+
+
+def planned_epochs(layout: RunLayout) -> dict[str, int]:
+    """Epochs each training stage of the run's config (``config.yaml``) runs; empty when the run root has no
+    config that loads."""
+    from motionfit.config import load_config
+    from motionfit.tasks.methods import METHODS, TEACHER_STAGE
+
+    try:
+        config = load_config(layout.run_config)
+    except (OSError, ValueError):
+        return {}
+    planned = {TEACHER_STAGE: config.teacher.epochs}
+    for method in METHODS.values():
+        if method.student_stage:
+            planned[method.student_stage] = getattr(config, method.section).epochs
+        if method.finetune_stage:
+            planned[method.finetune_stage] = config.finetune.epochs
+    return planned
 
 
 def live_video_counts(layout: RunLayout, n_videos: int) -> pd.DataFrame:

@@ -96,7 +96,10 @@ def test_every_stage_finished_for_every_video(finished_run) -> None:
     layout = RunLayout.at(run_root)
     for stage in ("teacher", "student_motionfit", "student_idt_la", "student_supervised", "finetune_scratch"):
         assert fs.exists(layout.checkpoint(stage)), stage
-    assert "decode" in render_status(str(run_root))
+    status = render_status(str(run_root))
+    assert "decode" in status
+    teacher_epochs = load_config(layout.run_config).teacher.epochs
+    assert "train:teacher" in status and f"epoch {teacher_epochs}/{teacher_epochs}" in status
 
 
 def test_no_target_test_video_reaches_the_prior_the_teacher_pseudo_labels_or_training(finished_run) -> None:
