@@ -32,8 +32,9 @@ def require_no_failures(stage: str, outcomes: list[VideoOutcome]) -> list[VideoO
     return outcomes
 
 
-class TooManyFailuresError(RuntimeError):
-    """More of a stage's videos failed than ``runtime.max_failed_fraction`` allows: the run stops."""
+class TooManyFailuresError(ValueError):
+    """More of a stage's videos failed than ``runtime.max_failed_fraction`` allows: the run stops (bad input,
+    so a ``ValueError``, which the command reports without a traceback)."""
 
 
 LISTED_FAILURES = 10

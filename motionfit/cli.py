@@ -1,4 +1,4 @@
-"""The ``motionfit`` command: demo, run, stage, config, status, report, synth, idt.
+"""The ``motionfit`` command: demo, run, stage, config, status, report, synth, idt, flow.
 
 Every subcommand imports what it needs when it runs: ``--help``, ``config`` and ``status`` load no torch,
 torchvision, OpenCV, SciPy or scikit-learn (a test checks it)."""
@@ -230,13 +230,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WithoutTracebacks(logging.Filter):
+    """Drops the records of Prefect's flow and task engines that carry a traceback: the command reports a
+    failure once itself (the traceback with ``--verbose``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+WITHOUT_TRACEBACKS = _WithoutTracebacks()
+
+
 def main(argv: list[str] | None = None) -> int:
     _prefect_defaults()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
-    return args.handler(args)
+    engines = [] if args.verbose else [logging.getLogger(f"prefect.{kind}_runs") for kind in ("flow", "task")]
+    for engine in engines:
+        engine.addFilter(WITHOUT_TRACEBACKS)
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:  # bad config, data or files: the message says which
+        if args.verbose:
+            raise
+        print(f"motionfit: error: {_message(error)}", file=sys.stderr)
+        print(f"(motionfit -v {args.command} ... shows the traceback)", file=sys.stderr)
+        return 2
+    finally:
+        for engine in engines:
+            engine.removeFilter(WITHOUT_TRACEBACKS)
+
+
+def _message(error: Exception) -> str:
+    """The error as the command prints it: a config validation error as one line per invalid field."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'config'}: "
+        f"{problem['msg'].removeprefix('Value error, ')}"
+        for problem in error.errors()
+    ]
+    return "invalid config:\n" + "\n".join(f"- {problem}" for problem in problems)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import yaml
 
 from motionfit.cli import main
 from motionfit.config import load_config, preset_names
+from motionfit.tasks.methods import METHODS
 
 HEAVY_MODULES = ("torch", "torchvision", "cv2", "scipy", "sklearn")
 
@@ -69,9 +70,23 @@ def test_config_prints_the_resolved_config_as_yaml_that_loads_back(
     assert load_config(path) == load_config(preset="tiny", overrides=printed)
 
 
-def test_config_rejects_an_invalid_value_and_a_file_with_a_preset(tmp_path: Path) -> None:
+def test_config_rejects_an_invalid_value_and_a_file_with_a_preset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config", "--preset", "tiny", "--set", "teacher.epochs=0", "--set", "methods=[teachr]"]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error[:3] == [
+        "motionfit: error: invalid config:",
+        "- methods: methods must name distinct methods, at least one, from "
+        + ", ".join(METHODS)
+        + "; got ['teachr'] (unknown: teachr)",
+        "- teacher.epochs: Input should be greater than or equal to 1",
+    ]
+    assert len(error) == 4 and "-v config" in error[3], "one line per problem and a hint, no traceback"
     with pytest.raises(ValueError, match="epochs"):
-        main(["config", "--preset", "tiny", "--set", "teacher.epochs=0"])
+        main(["-v", "config", "--preset", "tiny", "--set", "teacher.epochs=0"])
+    assert main(["config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file" in capsys.readouterr().err
     path = tmp_path / "config.yaml"
     path.write_text("name: mine\n")
     with pytest.raises(SystemExit, match="not both"):
@@ -82,3 +97,18 @@ def test_config_rejects_an_invalid_value_and_a_file_with_a_preset(tmp_path: Path
 def test_every_preset_resolves(preset: str, capsys: pytest.CaptureFixture[str]) -> None:
     main(["config", "--preset", preset])
     assert yaml.safe_load(capsys.readouterr().out)["methods"]
+
+
+@pytest.mark.slow
+def test_a_run_refused_by_its_data_prints_the_problems_once_without_a_traceback(
+    prefect_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--preset", "tiny", "--run-root", str(tmp_path / "run"), "--until", "ingest"]
+    overrides = [f"synth_root={tmp_path / 'data'}", "synth.n_source_per_class=0", "synth.n_test_per_class=1"]
+    assert main([*argv, *(part for item in overrides for part in ("--set", item))]) == 2
+    captured = capsys.readouterr()
+    error = captured.err.splitlines()
+    assert error[0].startswith("motionfit: error: the videos of") and error[1].startswith(
+        "- no readable source"
+    )
+    assert "Traceback" not in captured.err + captured.out and len(error) == 4
