@@ -35,12 +35,14 @@ def run_outputs(layout: RunLayout) -> pd.DataFrame:
 def planned_epochs(layout: RunLayout) -> dict[str, int]:
     """Epochs each training stage of the run's config (``config.yaml``) runs; empty when the run root has no
     config that loads."""
+    import yaml
+
     from motionfit.config import load_config
     from motionfit.tasks.methods import METHODS, TEACHER_STAGE
 
     try:
         config = load_config(layout.run_config)
-    except (OSError, ValueError):
+    except (OSError, ValueError, yaml.YAMLError):
         return {}
     planned = {TEACHER_STAGE: config.teacher.epochs}
     for method in METHODS.values():

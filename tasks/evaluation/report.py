@@ -276,8 +276,9 @@ def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "")
     lines = [f"# {context.title}", ""]
     if context.dataset:
         lines += [f"Target data set: **{context.dataset}**.", ""]
-    if scored_test_videos(context):
-        lines += [scored_test_videos(context), ""]
+    scored = scored_test_videos(context)
+    if scored:
+        lines += [scored, ""]
     tables = report_tables(metrics, context)
     if not tables:
         lines += ["No metrics have been recorded yet.", ""]
