@@ -32,6 +32,7 @@ import torch
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import decode_video
 from motionfit.tasks.motion.config import FlowConfig
+from motionfit.tasks.motion.tvl1 import to_grayscale
 from motionfit.tasks.motion.tvl1_torch import tvl1_flow_with_iterations
 
 FIRST_FRAME = 40
@@ -54,7 +55,7 @@ def sample_pairs(width: int, height: int, n_pairs: int) -> np.ndarray:
         )
     left = (frames.shape[2] - width) // 2
     clip = frames[FIRST_FRAME : FIRST_FRAME + n_pairs + 1, :, left : left + width]
-    return np.stack([cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in clip])
+    return to_grayscale(np.ascontiguousarray(clip))
 
 
 def _one_opencv_thread() -> None:

