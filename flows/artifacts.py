@@ -1,7 +1,8 @@
 """Prefect artifacts: what a person watching a run sees in the UI (tables, the report, plots, progress).
 
-Every artifact has a stable key (lowercase letters, digits, dashes); publishing again under the same key adds
-a version, and the UI shows the latest. Images travel as ``data:image/png;base64,...`` URLs, in image
+Every artifact has a stable key (lowercase letters, digits, dashes) scoped to its run root (:func:`run_key`),
+so the artifacts of two run roots never mix; publishing again under the same key adds a version, and the UI
+shows the latest. Images travel as ``data:image/png;base64,...`` URLs, in image
 artifacts and inside the markdown report, so they render in the UI without a file server. The functions are
 for synchronous flows and tasks; called outside a flow or task run they publish nothing, log at debug level
 and return ``None`` (so pure code and tests may call them freely).
@@ -10,6 +11,7 @@ and return ``None`` (so pure code and tests may call them freely).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import posixpath
@@ -26,6 +28,8 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.context import get_run_context
 from prefect.exceptions import MissingContextError
 
@@ -44,6 +48,22 @@ def artifact_key(*parts: str) -> str:
     if not key:
         raise ValueError(f"artifact key parts {parts!r} hold no letter or digit")
     return key
+
+
+SCOPE_NAME_CHARS = 24
+
+
+def run_scope(run_root: str) -> str:
+    """The key prefix of one run root's artifacts: its folder name (at most 24 characters) and 6 hex digits
+    of a hash of its whole URL, e.g. ``deployed-demo-3fa2c1``: two roots named alike still differ."""
+    name = artifact_key(posixpath.basename(run_root.rstrip("/")) or "run")[:SCOPE_NAME_CHARS].strip("-")
+    return f"{name}-{hashlib.sha256(run_root.encode()).hexdigest()[:6]}"
+
+
+def run_key(run_root: str, *parts: str) -> str:
+    """The key of an artifact of ``run_root``: ``run_key("/runs/demo", "report")`` is ``demo-<6 hex>-report``
+    (see :func:`run_scope`)."""
+    return artifact_key(run_scope(run_root), *parts)
 
 
 def _check_key(key: str) -> str:
@@ -169,19 +189,26 @@ def publish_progress(key: str, total: int, description: str | None = None) -> Pr
     return ProgressReporter(key, total, description)
 
 
-class GrowingTable:
-    """A table artifact that grows by rows (one per epoch) and is re-published whole under one key each time,
-    so the UI's latest version always shows the full history."""
+class LiveTable:
+    """A table artifact that grows by rows (one per epoch): created on the first row, then updated in place,
+    so a stage's run has one artifact that always shows the whole history (not one version per row)."""
 
     def __init__(self, key: str, description: str | None = None) -> None:
         self.key = _check_key(key)
         self.description = description
         self.rows: list[dict[str, Any]] = []
+        self.artifact_id: UUID | None = None
 
     def append(self, row: Mapping[str, Any]) -> UUID | None:
-        """Add ``row`` (column -> value) and re-publish the table."""
+        """Add ``row`` (column -> value) and show the table with it."""
         self.rows.append(dict(row))
-        return publish_table(self.key, self.frame, self.description)
+        if self.artifact_id is None:
+            self.artifact_id = publish_table(self.key, self.frame, self.description)
+        else:
+            update = ArtifactUpdate(data=json.dumps(table_records(self.frame)))
+            with get_client(sync_client=True) as client:
+                client.update_artifact(artifact_id=self.artifact_id, artifact=update)
+        return self.artifact_id
 
     @property
     def frame(self) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, task
 
 from motionfit.config import PipelineConfig
-from motionfit.flows.artifacts import artifact_key, publish_image, publish_markdown, publish_table
+from motionfit.flows.artifacts import publish_image, publish_markdown, publish_table, run_key
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.tasks.evaluation.metrics import append_metrics
@@ -43,11 +43,13 @@ def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
         listed_test_videos=result.listed_test_videos,
     )
     markdown = write_report(layout, context)
-    publish_table("metrics", metrics, f"All metrics of {layout.root} (long form)")
-    publish_markdown("report", markdown, f"Report of {layout.root}", image_base_url=layout.root)
+    publish_table(run_key(layout.root, "metrics"), metrics, f"All metrics of {layout.root} (long form)")
+    publish_markdown(
+        run_key(layout.root, "report"), markdown, f"Report of {layout.root}", image_base_url=layout.root
+    )
     for caption, url in result.plots.items():
         name = url.rsplit("/", 1)[-1].removesuffix(".png")
-        publish_image(artifact_key("plot", name), url, caption)
+        publish_image(run_key(layout.root, "plot", name), url, caption)
     top1 = metrics[(metrics["metric"] == "top1") & (metrics["seed"] == config.runtime.seed)]
     return {row.method: float(row.value) for row in top1.itertuples()}
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from pathlib import Path
 from typing import Any
 
+from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
-from prefect.filesystems import RemoteFileSystem
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from motionfit.flows.results import CheckedLocalFileSystem, CheckedRemoteFileSystem, PlainJSONSerializer
 from motionfit.runtime import RuntimeConfig
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
-from motionfit.tasks.per_video import inputs_key
+from motionfit.tasks.per_video import inputs_key, is_transient
 
 STAGE_CACHE_POLICY: CachePolicy = TASK_SOURCE + INPUTS
 """A stage task's cache key: its (thin) source code plus every argument. Arguments are small and explicit: the
@@ -60,24 +62,32 @@ def local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, Any]:
     }
 
 
-def result_storage(layout: RunLayout) -> Path | str:
-    """Prefect result storage inside the run root, shared by every worker that can reach the run root.
-
-    A local run root gives a path; a remote one (s3://, gcs://) a saved RemoteFileSystem block named after it.
-    """
-    if fs.is_local(layout.root):
-        return Path(layout.prefect_results)
-    name = "motionfit-results-" + hashlib.sha256(layout.root.encode()).hexdigest()[:12]
-    RemoteFileSystem(basepath=layout.prefect_results).save(name, overwrite=True)
-    return f"remote-file-system/{name}"
+def result_storage(layout: RunLayout) -> CheckedLocalFileSystem | CheckedRemoteFileSystem:
+    """Prefect result storage inside the run root (``_prefect/``), shared by every worker that can reach the
+    run root; it reads only plain-JSON records (see :mod:`motionfit.flows.results`). Saved as a block named
+    after the run root, as Prefect requires of result storage."""
+    storage_class = CheckedLocalFileSystem if fs.is_local(layout.root) else CheckedRemoteFileSystem
+    storage = storage_class(basepath=layout.prefect_results)
+    storage.save("motionfit-results-" + hashlib.sha256(layout.root.encode()).hexdigest()[:12], overwrite=True)
+    return storage
 
 
-def stage_task_options(layout: RunLayout) -> dict[str, Any]:
-    """Options for ``task.with_options`` that make a stage's results persisted and keyed."""
+def retry_on_transient_errors(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Prefect's ``retry_condition_fn`` of the stage tasks: retry only after a transient error."""
+    return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
+def stage_task_options(layout: RunLayout, runtime: RuntimeConfig) -> dict[str, Any]:
+    """Options for ``task.with_options`` that make a stage's results persisted and keyed, and retry it after
+    transient errors (``runtime.task_retries``)."""
     return {
         "persist_result": True,
         "cache_policy": STAGE_CACHE_POLICY,
         "result_storage": result_storage(layout),
+        "result_serializer": PlainJSONSerializer(),
+        "retries": runtime.task_retries,
+        "retry_delay_seconds": runtime.retry_delay_seconds,
+        "retry_condition_fn": retry_on_transient_errors,
     }
 
 

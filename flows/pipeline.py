@@ -6,16 +6,20 @@ from typing import Any
 
 import yaml
 from prefect import Flow, flow, get_run_logger
+from prefect.states import Completed
 
-from motionfit.config import STAGES, PipelineConfig, load_config
+from motionfit.config import STAGES, PipelineConfig, load_config, nested_overrides
 from motionfit.flows.evaluation import evaluate_flow
 from motionfit.flows.execution import build_task_runner
 from motionfit.flows.preprocess import decode_flow, ingest_flow, publish_manifest_summary, tvl1_flow
 from motionfit.flows.prior import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
+from motionfit.flows.runs import crash_stale_runs, record_root_run
+from motionfit.flows.summary import publish_run_summary
 from motionfit.flows.train import finetune_flow, pseudo_label_flow, student_flow, teacher_flow
 from motionfit.flows.video_stages import require_failure_fraction
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
+from motionfit.storage.lock import holding
 from motionfit.tasks.methods import METHODS
 
 STAGE_FLOWS: dict[str, Flow] = {
@@ -70,22 +74,63 @@ def run_stage(stage: str, config: PipelineConfig) -> Any:
     return stage_flow(config)
 
 
-@flow(name="motionfit-pipeline", log_prints=False)
-def pipeline_flow(
-    config: PipelineConfig, until: str | None = None, only: str | None = None, start: str | None = None
-) -> dict[str, Any]:
-    """Run the selected stages of the pipeline on ``config`` in DAG order; returns each stage's summary."""
+def run_pipeline(
+    config: PipelineConfig,
+    until: str | None = None,
+    only: str | None = None,
+    start: str | None = None,
+    wait: bool = False,
+) -> Any:
+    """Run the selected stages on ``config`` in DAG order as subflows of the calling (root) flow run, holding
+    the run root's lock (another run on it is refused, naming its holder, or with ``wait`` waited for), and
+    publish the run summary on that run, also when a stage fails. Returns each stage's summary, or a
+    Completed state named "Completed with failures" that carries them when videos failed within
+    ``runtime.max_failed_fraction`` (a re-run or ``prefect flow-run retry`` retries exactly those)."""
+    layout = RunLayout.at(config.run_root)
+    stages = selected_stages(config, until, only, start)
+    with holding(layout.lock, wait=wait):
+        return _run_stages(config, layout, stages)
+
+
+def _run_stages(config: PipelineConfig, layout: RunLayout, stages: list[str]) -> Any:
     logger = get_run_logger()
     save_run_config(config)
+    current = record_root_run(layout)
+    if current is not None:
+        crash_stale_runs(layout, current)
     results: dict[str, Any] = {}
-    for stage in selected_stages(config, until, only, start):
-        logger.info("stage %s", stage)
-        results[stage] = run_stage(stage, config)
-        if stage == "ingest" or stage in CPU_STAGES:
-            require_failure_fraction(stage, RunLayout.at(config.run_root), config.runtime.max_failed_fraction)
-    if "ingest" in results or any(stage in results for stage in CPU_STAGES):
-        publish_manifest_summary(RunLayout.at(config.run_root))
+    failures: list[str] = []
+    state, error = "Running", None
+    try:
+        for number, stage in enumerate(stages, start=1):
+            logger.info("stage %d/%d: %s", number, len(stages), stage)
+            results[stage] = run_stage(stage, config)
+            if stage == "ingest" or stage in CPU_STAGES:
+                failed = require_failure_fraction(stage, layout, config.runtime.max_failed_fraction)
+                failures += [failed] if failed else []
+        state = "Completed with failures" if failures else "Completed"
+    except BaseException as exc:
+        state, error = f"Failed at {stage}", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if "ingest" in results or any(stage in results for stage in CPU_STAGES):
+            publish_manifest_summary(layout)
+        publish_run_summary(layout, config.name, stages, state, config.runtime.seed, error)
+    if failures:
+        return Completed(data=results, name="Completed with failures", message="; ".join(failures))
     return results
+
+
+@flow(name="motionfit-pipeline", log_prints=False)
+def pipeline_flow(
+    config: PipelineConfig,
+    until: str | None = None,
+    only: str | None = None,
+    start: str | None = None,
+    wait: bool = False,
+) -> Any:
+    """Run the selected stages of the pipeline on ``config`` in DAG order; returns each stage's summary."""
+    return run_pipeline(config, until=until, only=only, start=start, wait=wait)
 
 
 @flow(name="motionfit")
@@ -97,13 +142,16 @@ def deployment_flow(
     start: str | None = None,
     until: str | None = None,
     only: str | None = None,
-) -> dict[str, Any]:
-    """Entry point of the deployments: the config from a preset or a YAML file, then the stages from ``start``
-    to ``until`` (or ``only`` one) of the pipeline."""
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] | None = None,
+    wait: bool = False,
+) -> Any:
+    """Entry point of the deployments: the config from a preset or a YAML file, then ``overrides``
+    (``{"teacher.epochs": 5}``, like ``motionfit run --set``), then the stages from ``start`` to ``until``
+    (or ``only`` one), as subflows of this run; ``wait``: wait for another run that holds the run root."""
+    settings = dict(overrides or {})
     if run_root is not None:
-        overrides["run_root"] = run_root
+        settings["run_root"] = run_root
     if seed is not None:
-        overrides["runtime"] = {"seed": seed}
-    config = load_config(config_path, None if config_path else preset, overrides)
-    return pipeline_flow(config, until=until, only=only, start=start)
+        settings["runtime.seed"] = seed
+    config = load_config(config_path, None if config_path else preset, nested_overrides(settings))
+    return run_pipeline(config, until=until, only=only, start=start, wait=wait)

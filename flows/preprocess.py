@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 
 from motionfit.config import PipelineConfig
+from motionfit.flows.artifacts import publish_table, run_key
 from motionfit.flows.execution import file_fingerprint
-from motionfit.flows.video_stages import require_no_failures, run_video_stage
+from motionfit.flows.video_stages import require_no_failures, run_video_stage, stage_state
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import (
     load_manifest,
@@ -29,31 +30,26 @@ from motionfit.tasks.methods import METHODS
 from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1 import CODE_VERSION as FLOW_CODE_VERSION
 from motionfit.tasks.motion.tvl1 import compute_flows
-from motionfit.tasks.per_video import VideoOutcome
 
 
 @task(name="decode-batch")
 def decode_batch(
     run_root: str, videos: list[tuple[str, str]], config: DecodeConfig, inputs: str
-) -> list[VideoOutcome]:
+) -> list[dict[str, Any]]:
     """Decode one batch of (video_id, path) into frames.zarr (``inputs`` fingerprints the files)."""
     return require_no_failures("decode", decode_videos(videos, RunLayout(run_root), config))
 
 
 @task(name="flow-batch")
-def tvl1_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[VideoOutcome]:
+def tvl1_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[dict[str, Any]]:
     """TV-L1 flow of one batch of decoded videos into flow.zarr (``inputs`` fingerprints their frames)."""
     return require_no_failures("flow", compute_flows(video_ids, RunLayout(run_root), config))
 
 
 def publish_manifest_summary(layout: RunLayout) -> pd.DataFrame:
-    """The manifest's videos per stage and status, as the ``manifest-summary`` table artifact."""
+    """The manifest's videos per stage and status, as the run's ``manifest-summary`` table artifact."""
     summary = stage_summary(load_manifest(layout))
-    create_table_artifact(
-        summary.to_dict(orient="records"),
-        key="manifest-summary",
-        description=f"Videos per stage: {layout.root}",
-    )
+    publish_table(run_key(layout.root, "manifest-summary"), summary, f"Videos per stage: {layout.root}")
     return summary
 
 
@@ -91,12 +87,12 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
 
 
 @flow(name="decode")
-def decode_flow(config: PipelineConfig) -> dict[str, int]:
+def decode_flow(config: PipelineConfig) -> Any:
     """Decode every ingested video into frames.zarr, in batches on the configured task runner."""
     layout = RunLayout.at(config.run_root)
     videos = usable_videos(load_manifest(layout))
     items = list(zip(videos["video_id"], videos["path"], strict=True))
-    return run_video_stage(
+    summary = run_video_stage(
         "decode",
         decode_batch,
         layout,
@@ -104,18 +100,19 @@ def decode_flow(config: PipelineConfig) -> dict[str, int]:
         list(videos["video_id"]),
         lambda item: (item[0], file_fingerprint(item[1])),
         config.decode,
-        config.runtime.videos_per_batch,
+        config.runtime,
         DECODE_CODE_VERSION,
     )
+    return stage_state("decode", summary)
 
 
 @flow(name="optical-flow")
-def tvl1_flow(config: PipelineConfig) -> dict[str, int]:
+def tvl1_flow(config: PipelineConfig) -> Any:
     """TV-L1 flow of every decoded video into flow.zarr, in batches on the configured task runner."""
     layout = RunLayout.at(config.run_root)
     video_ids = list(usable_videos(load_manifest(layout), "decode")["video_id"])
     frames = layout.markers("decode")
-    return run_video_stage(
+    summary = run_video_stage(
         "flow",
         tvl1_batch,
         layout,
@@ -123,6 +120,7 @@ def tvl1_flow(config: PipelineConfig) -> dict[str, int]:
         video_ids,
         lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
         config.flow,
-        config.runtime.videos_per_batch,
+        config.runtime,
         FLOW_CODE_VERSION,
     )
+    return stage_state("flow", summary)

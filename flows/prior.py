@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 
 from motionfit.config import PipelineConfig
-from motionfit.flows.artifacts import publish_image, publish_table
+from motionfit.flows.artifacts import publish_image, publish_table, run_key
 from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
-from motionfit.flows.video_stages import require_no_failures, run_video_stage
+from motionfit.flows.video_stages import require_no_failures, run_video_stage, stage_state
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest, usable_videos
@@ -24,7 +24,6 @@ from motionfit.tasks.idt.columns import IdtColumns
 from motionfit.tasks.idt.config import IdtConfig
 from motionfit.tasks.idt.stage import CODE_VERSION as IDT_CODE_VERSION
 from motionfit.tasks.idt.stage import extract_idt_videos
-from motionfit.tasks.per_video import VideoOutcome
 from motionfit.tasks.prior.clustering import CODE_VERSION as CLUSTER_CODE_VERSION
 from motionfit.tasks.prior.clustering import cluster_quality, cluster_sizes, cluster_videos
 from motionfit.tasks.prior.config import ClusterConfig, FisherConfig
@@ -42,7 +41,7 @@ SKETCH_DIMENSION = "sketch_dim"
 
 
 @task(name="idt-batch")
-def idt_batch(run_root: str, video_ids: list[str], config: IdtConfig, inputs: str) -> list[VideoOutcome]:
+def idt_batch(run_root: str, video_ids: list[str], config: IdtConfig, inputs: str) -> list[dict[str, Any]]:
     """Improved Dense Trajectories of one batch of decoded videos into idt.zarr."""
     return require_no_failures("idt", extract_idt_videos(video_ids, RunLayout(run_root), config))
 
@@ -92,7 +91,7 @@ def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str
 
 
 @flow(name="idt")
-def idt_flow(config: PipelineConfig) -> dict[str, int]:
+def idt_flow(config: PipelineConfig) -> Any:
     """IDT of every decoded unlabelled video (pipeline mode: also needs its stored TV-L1 flow).
 
     The IDT prior (PCA, GMM, k-means) is fitted on the videos its student trains on, the unlabelled ones
@@ -112,11 +111,12 @@ def idt_flow(config: PipelineConfig) -> dict[str, int]:
         video_ids,
         lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
         config.idt,
-        max(1, config.runtime.videos_per_batch // 4),
+        config.runtime,
         IDT_CODE_VERSION,
+        max(1, config.runtime.videos_per_batch // 4),
     )
     publish_descriptor_counts(layout)
-    return summary
+    return stage_state("idt", summary)
 
 
 def publish_descriptor_counts(layout: RunLayout) -> pd.DataFrame:
@@ -134,7 +134,7 @@ def publish_descriptor_counts(layout: RunLayout) -> pd.DataFrame:
         f"IDT trajectories of {len(counts)} videos: {int(counts['trajectories'].sum())} in all, "
         f"median {counts['trajectories'].median():.0f} per video, {counts['per_frame'].mean():.1f} per frame"
     )
-    publish_table("idt-descriptor-counts", counts, description)
+    publish_table(run_key(layout.root, "idt-descriptor-counts"), counts, description)
     return counts
 
 
@@ -146,7 +146,7 @@ def fv_fit_flow(config: PipelineConfig) -> dict[str, str]:
     if not video_ids:
         raise RuntimeError(f"no video has IDT descriptors in {layout.root}: run the idt stage first")
     inputs = fingerprint("fv_fit", FISHER_CODE_VERSION, _idt_fingerprints(layout, video_ids))
-    model_url = fv_fit_task.with_options(**stage_task_options(layout))(
+    model_url = fv_fit_task.with_options(**stage_task_options(layout, config.runtime))(
         layout.root, video_ids, config.fisher, config.idt.columns(), inputs
     )
     return {"model": model_url}
@@ -164,7 +164,7 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
     video_ids = sorted(usable_videos(load_manifest(layout), "idt")["video_id"])
     size = config.runtime.videos_per_batch * 4
     groups = [video_ids[i : i + size] for i in range(0, len(video_ids), size)]
-    encode = fv_encode_batch.with_options(**stage_task_options(layout))
+    encode = fv_encode_batch.with_options(**stage_task_options(layout, config.runtime))
     futures = [
         encode.submit(
             layout.root,
@@ -195,18 +195,16 @@ def cluster_flow(config: PipelineConfig) -> dict[str, float]:
     NMI, AMI and purity."""
     layout = RunLayout.at(config.run_root)
     inputs = fingerprint("cluster", CLUSTER_CODE_VERSION, matrix_fingerprint(layout.fv_vectors))
-    result = cluster_task.with_options(**stage_task_options(layout))(layout.root, config.cluster, inputs)
+    result = cluster_task.with_options(**stage_task_options(layout, config.runtime))(
+        layout.root, config.cluster, inputs
+    )
     clusters = read_table(layout.clusters)
     sizes = cluster_sizes(clusters)
-    create_table_artifact(
-        sizes.head(200).to_dict(orient="records"), key="cluster-sizes", description="Videos per cluster"
-    )
+    publish_table(run_key(layout.root, "cluster-sizes"), sizes.head(200), "Videos per cluster")
     labels = video_labels(load_manifest(layout))
     quality = cluster_quality(clusters, labels)
-    create_table_artifact(
-        quality.to_dict(orient="records"),
-        key="cluster-quality",
-        description="NMI, AMI (0: chance) and purity against labels",
+    publish_table(
+        run_key(layout.root, "cluster-quality"), quality, "NMI, AMI (0: chance) and purity against labels"
     )
     picture = plot_cluster_examples(
         layout.store("frames"),
@@ -215,7 +213,9 @@ def cluster_flow(config: PipelineConfig) -> dict[str, float]:
         labels=labels.astype(str).to_dict(),
     )
     publish_image(
-        "cluster-examples", picture, "Frame strips of member videos of the largest clusters (run 0)"
+        run_key(layout.root, "cluster-examples"),
+        picture,
+        "Frame strips of member videos of the largest clusters (run 0)",
     )
     return {**result, "nmi": float(quality["nmi"].mean()) if len(quality) else float("nan")}
 

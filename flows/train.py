@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
 from motionfit.config import PipelineConfig
-from motionfit.flows.artifacts import GrowingTable, artifact_key, publish_table
+from motionfit.flows.artifacts import LiveTable, publish_table, run_key
 from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
@@ -38,8 +38,8 @@ def seeded(section: BaseModel, config: PipelineConfig) -> Any:
     return section.model_copy(update={"seed": section.seed + config.runtime.seed})
 
 
-def _epoch_table(stage: str) -> GrowingTable:
-    return GrowingTable(artifact_key(stage, "epochs"), f"Per-epoch metrics of {stage}")
+def _epoch_table(layout: RunLayout, stage: str) -> LiveTable:
+    return LiveTable(run_key(layout.root, stage, "epochs"), f"Per-epoch metrics of {stage}")
 
 
 def _store_fingerprint(layout: RunLayout, stage: str) -> Any:
@@ -59,7 +59,7 @@ def teacher_task(run_root: str, config: TeacherConfig, device: str, inputs: str)
     """Train the flow teacher on the labelled target (MotionFit's multi-clip loss); resumable."""
     layout = RunLayout(run_root)
     manifest = load_manifest(layout)
-    on_epoch_end = _epoch_table(TEACHER_STAGE).append
+    on_epoch_end = _epoch_table(layout, TEACHER_STAGE).append
     return train_teacher(layout, manifest, config, device, on_epoch_end, TEACHER_STAGE, inputs)
 
 
@@ -71,7 +71,9 @@ def pseudo_label_task(run_root: str, config: PseudoLabelConfig, device: str, inp
     table = generate_pseudo_labels(layout, manifest, config, device)
     accuracy = pseudo_label_accuracy(table, manifest)
     publish_table(
-        "pseudo-label-accuracy", _as_rows(accuracy), "Pseudo-labels against held-back source labels"
+        run_key(layout.root, "pseudo-label-accuracy"),
+        _as_rows(accuracy),
+        "Pseudo-labels against held-back source labels",
     )
     return {"clips": len(table), **accuracy}
 
@@ -83,7 +85,7 @@ def student_task(
     """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL); resumable."""
     layout = RunLayout(run_root)
     manifest = load_manifest(layout)
-    return train_student(layout, manifest, config, device, _epoch_table(stage).append, stage, inputs)
+    return train_student(layout, manifest, config, device, _epoch_table(layout, stage).append, stage, inputs)
 
 
 @task(name="finetune", tags=GPU_TAGS)
@@ -93,7 +95,9 @@ def finetune_task(
     """Fine-tune ``init`` (None: train from scratch) on the labelled target and score its test split."""
     layout = RunLayout(run_root)
     manifest = load_manifest(layout)
-    return finetune(layout, manifest, config, init, stage, device, "rgb", _epoch_table(stage).append, inputs)
+    return finetune(
+        layout, manifest, config, init, stage, device, "rgb", _epoch_table(layout, stage).append, inputs
+    )
 
 
 def _as_rows(values: dict[str, Any]) -> Any:
@@ -109,7 +113,7 @@ def teacher_flow(config: PipelineConfig) -> dict[str, Any]:
     inputs = fingerprint(
         "teacher", TEACHER_CODE_VERSION, _manifest_fingerprint(layout), _store_fingerprint(layout, "flow")
     )
-    run = teacher_task.with_options(**stage_task_options(layout))
+    run = teacher_task.with_options(**stage_task_options(layout, config.runtime))
     return run(layout.root, seeded(config.teacher, config), config.runtime.resolved_device(), inputs)
 
 
@@ -123,7 +127,7 @@ def pseudo_label_flow(config: PipelineConfig) -> dict[str, Any]:
         _manifest_fingerprint(layout),
         file_fingerprint(layout.checkpoint(config.pseudo_label.teacher_stage)),
     )
-    run = pseudo_label_task.with_options(**stage_task_options(layout))
+    run = pseudo_label_task.with_options(**stage_task_options(layout, config.runtime))
     return run(layout.root, config.pseudo_label, config.runtime.resolved_device(), inputs)
 
 
@@ -172,7 +176,7 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
                 section.clip_length,
                 section.frame_stride,
             )
-        run = student_task.with_options(**stage_task_options(layout))
+        run = student_task.with_options(**stage_task_options(layout, config.runtime))
         section = student_config(method, config, layout)
         inputs = student_inputs(method, layout, frames)
         results[method.name] = run(layout.root, section, method.student_stage, device, inputs)
@@ -196,6 +200,6 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
         inputs = fingerprint(
             "finetune", FINETUNE_CODE_VERSION, method.name, frames, manifest, init and file_fingerprint(init)
         )
-        run = finetune_task.with_options(**stage_task_options(layout))
+        run = finetune_task.with_options(**stage_task_options(layout, config.runtime))
         results[method.name] = run(layout.root, section, init, method.finetune_stage, device, inputs)
     return results

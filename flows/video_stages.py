@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from prefect import Task, get_run_logger
 from prefect.futures import as_completed
+from prefect.states import Completed
 from tqdm import tqdm
 
-from motionfit.flows.artifacts import publish_progress
+from motionfit.flows.artifacts import publish_progress, run_key
 from motionfit.flows.execution import fingerprint, stage_task_options
+from motionfit.runtime import RuntimeConfig
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest, refresh_stage_status, save_manifest, status_column
 from motionfit.tasks.per_video import VideoOutcome
@@ -22,14 +26,15 @@ class BatchFailedError(RuntimeError):
     those videos); the committed ones stay committed and the rest of the stage goes on."""
 
 
-def require_no_failures(stage: str, outcomes: list[VideoOutcome]) -> list[VideoOutcome]:
-    """``outcomes`` unchanged, or :class:`BatchFailedError` naming each failed video and its error."""
+def require_no_failures(stage: str, outcomes: list[VideoOutcome]) -> list[dict[str, Any]]:
+    """``outcomes`` as plain records (a batch task's result, stored as JSON), or :class:`BatchFailedError`
+    naming each failed video and its error."""
     failed = [f"{o.video_id}: {o.error}" for o in outcomes if o.status == "failed"]
     if failed:
         raise BatchFailedError(
             f"{stage}: {len(failed)} of {len(outcomes)} videos failed: " + "; ".join(failed)
         )
-    return outcomes
+    return [asdict(outcome) for outcome in outcomes]
 
 
 class TooManyFailuresError(ValueError):
@@ -41,28 +46,28 @@ LISTED_FAILURES = 10
 """Failed videos named in the message of :class:`TooManyFailuresError` (the manifest has them all)."""
 
 
-def require_failure_fraction(stage: str, layout: RunLayout, max_fraction: float) -> None:
+def require_failure_fraction(stage: str, layout: RunLayout, max_fraction: float) -> str | None:
     """Raise :class:`TooManyFailuresError` when more than ``max_fraction`` of the videos ``stage`` was asked
     to process failed (at ``ingest``: of the listed videos, those missing or unreadable), naming them and
-    their reasons; otherwise log how many failed."""
+    their reasons; otherwise return how many failed (``None`` when none did) and log it."""
     manifest = load_manifest(layout)
     if stage == "ingest":
         asked, failed = manifest, manifest[manifest["status"] != "ok"]
     else:
         column = status_column(stage)
         if column not in manifest:
-            return
+            return None
         asked = manifest[manifest[column].notna()]
         failed = asked[asked[column] == "failed"]
     if len(failed) == 0:
-        return
+        return None
     share = len(failed) / len(asked)
     summary = f"{stage}: {len(failed)} of {len(asked)} videos failed ({100 * share:.1f} %)"
     if share <= max_fraction:
         get_run_logger().warning(
             "%s, within runtime.max_failed_fraction %s; the run goes on", summary, max_fraction
         )
-        return
+        return summary
     listed = "\n".join(f"- {row.video_id}: {row.error}" for row in failed.head(LISTED_FAILURES).itertuples())
     more = (
         f"\n... and {len(failed) - LISTED_FAILURES} more (motionfit status)"
@@ -87,23 +92,26 @@ def run_video_stage(
     video_ids: Sequence[str],
     item_fingerprint: Callable[[Any], Any],
     config: Any,
-    videos_per_batch: int,
+    runtime: RuntimeConfig,
     code_version: int,
+    videos_per_batch: int | None = None,
 ) -> dict[str, int]:
-    """Map ``batch_task(run_root, batch, config, batch_fingerprint)`` over batches of ``items``.
+    """Map ``batch_task(run_root, batch, config, batch_fingerprint)`` over batches of ``items`` (of
+    ``videos_per_batch``, by default ``runtime.videos_per_batch``).
 
     ``items`` are what the batch task takes per video (ids, or (id, path) pairs) and ``video_ids`` their ids;
     ``item_fingerprint(item)`` describes an item's input content (an upstream commit time, a file's size and
     mtime), so a batch's cache key changes exactly when its inputs or the stage's ``code_version`` do. A
     batch with failed videos fails (and is not cached); the others go on. A progress artifact
-    ``<stage>-progress`` (and, on a terminal, a progress bar) follows the batches; the manifest's
-    ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos ``done`` and ``failed``
-    in this stage (from the markers) and of ``failed_batches``.
+    ``<stage>-progress`` (and, on a terminal, a progress bar) follows the batches, and each finished batch is
+    logged; the manifest's ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos
+    ``done`` and ``failed`` in this stage (from the markers), of videos ``computed`` by this run and
+    ``skipped`` as committed before, and of ``failed_batches`` and ``cached_batches``.
     """
     logger = get_run_logger()
-    task = batch_task.with_options(**stage_task_options(layout))
-    groups = batches(list(items), videos_per_batch)
-    key = f"{stage.replace('_', '-')}-progress"
+    committed_before = len(layout.markers(stage).committed_ids() & set(video_ids))  # one listing per stage
+    task = batch_task.with_options(**stage_task_options(layout, runtime))
+    groups = batches(list(items), videos_per_batch or runtime.videos_per_batch)
     futures = [
         task.submit(
             layout.root, group, config, fingerprint(stage, code_version, [item_fingerprint(i) for i in group])
@@ -111,14 +119,23 @@ def run_video_stage(
         for group in groups
     ]
     batch_sizes = {id(future): len(group) for future, group in zip(futures, groups, strict=True)}
-    progress = publish_progress(key, max(len(futures), 1), f"{stage}: batches finished (%)")
-    failed_batches = 0
+    progress = publish_progress(
+        run_key(layout.root, stage, "progress"), max(len(futures), 1), f"{stage}: batches finished (%)"
+    )
+    counts: Counter[str] = Counter()
     bar = tqdm(total=len(items), desc=stage, unit="video", disable=not sys.stderr.isatty())
-    for future in as_completed(futures):
+    for finished, future in enumerate(as_completed(futures), start=1):
         result = future.result(raise_on_failure=False)
+        position = f"{stage}: batch {finished}/{len(futures)}"
         if isinstance(result, BaseException):
-            failed_batches += 1
-            logger.warning("%s", result)
+            counts["failed_batches"] += 1
+            logger.warning("%s: %s", position, result)
+        elif future.state.name == "Cached":
+            counts["cached_batches"] += 1
+            logger.info("%s: cached, its %d videos were committed before", position, len(result))
+        else:
+            outcome = Counter(record["status"] for record in result)
+            logger.info("%s: %d done, %d already committed", position, outcome["done"], outcome["skipped"])
         progress.advance()
         bar.update(batch_sizes[id(future)])
     bar.close()
@@ -128,7 +145,29 @@ def run_video_stage(
     summary = {
         "done": int((statuses == "done").sum()),
         "failed": int((statuses == "failed").sum()),
-        "failed_batches": failed_batches,
+        "computed": int((statuses == "done").sum()) - committed_before,
+        "skipped": committed_before,
+        "failed_batches": counts["failed_batches"],
+        "cached_batches": counts["cached_batches"],
     }
-    logger.info("%s: %s over %d batches", stage, summary, len(groups))
+    logger.info(
+        "%s: %d of %d videos done (%d computed now, %d committed before), %d failed; %d of %d batches cached",
+        stage,
+        summary["done"],
+        len(video_ids),
+        summary["computed"],
+        summary["skipped"],
+        summary["failed"],
+        summary["cached_batches"],
+        len(groups),
+    )
     return summary
+
+
+def stage_state(stage: str, summary: dict[str, int]) -> Any:
+    """What a per-video stage's flow returns: its ``summary``, or, when videos failed, a Completed state
+    named "Completed with failures" that carries it, so the UI shows the stage's run as such."""
+    if not summary["failed"]:
+        return summary
+    message = f"{stage}: {summary['failed']} videos failed (motionfit status lists them)"
+    return Completed(data=summary, name="Completed with failures", message=message)

@@ -1,4 +1,4 @@
-"""The ``motionfit`` command: demo, run, stage, config, status, report, synth, idt, flow.
+"""The ``motionfit`` command: demo, run, stage, config, status, verify, report, synth, idt, flow.
 
 Every subcommand imports what it needs when it runs: ``--help``, ``config`` and ``status`` load no torch,
 torchvision, OpenCV, SciPy or scikit-learn (a test checks it)."""
@@ -19,29 +19,27 @@ def _prefect_defaults() -> None:
     """Quiet, offline-friendly Prefect settings unless the user set them."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", "8")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # what runs send to the API; the terminal: below
     # The embedded server must start within this; Prefect's 20 s fails runs on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+    import yaml
+
+    from motionfit.config import nested_overrides
+
+    settings: dict[str, Any] = {}
     if getattr(args, "run_root", None):
-        overrides["run_root"] = args.run_root
+        settings["run_root"] = args.run_root
     if getattr(args, "seed", None) is not None:
-        overrides["runtime"] = {"seed": args.seed}
+        settings["runtime.seed"] = args.seed
     for item in getattr(args, "set", None) or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
-        import yaml
-
-        node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
-    return overrides
+        settings[key] = yaml.safe_load(raw)
+    return nested_overrides(settings)
 
 
 def _load(args: argparse.Namespace):
@@ -68,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from motionfit.flows.pipeline import pipeline_flow
 
     config = _load(args)
-    pipeline_flow(config, until=args.until, only=args.only, start=args.start)
+    pipeline_flow(config, until=args.until, only=args.only, start=args.start, wait=args.wait)
     print(f"run finished: {config.run_root}")
     return 0
 
@@ -90,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(preset=args.preset, overrides=overrides)
     if config.synth is not None and discard_other_dataset(Path(config.synth_root), config.synth):
         print(f"{config.synth_root} held the synthetic data set of another config: generating it anew")
-    pipeline_flow(config)
+    pipeline_flow(config, wait=args.wait)
     print(render_report_for_terminal(config.run_root))
     print(f"\nrun root: {config.run_root} (report.md, plots/, metrics.parquet)")
     return 0
@@ -101,6 +99,34 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     print(render_status(args.run_root))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every committed array against its commit; ``--repair`` uncommits the damaged ones."""
+    from motionfit.storage.layout import ARRAY_STORES, RunLayout
+    from motionfit.storage.manifest import load_manifest, manifest_exists, refresh_stage_status, save_manifest
+    from motionfit.storage.verify import uncommit_damaged, verify_store
+
+    layout = RunLayout.at(args.run_root)
+    checked, found = 0, []
+    for name, (_, stage, _, _) in ARRAY_STORES.items():
+        store = layout.store(name)
+        checked += len(store.committed_ids())
+        damaged = verify_store(store, read_data=not args.quick)
+        found += damaged
+        if args.repair and damaged:
+            uncommit_damaged(store, damaged)
+            if manifest_exists(layout):
+                manifest = load_manifest(layout)
+                asked = list(manifest.loc[manifest[f"status_{stage}"].notna(), "video_id"])
+                save_manifest(layout, refresh_stage_status(manifest, store.markers, asked))
+    for damage in found:
+        print(f"{damage.path}: {damage.problem}")
+    stores = ", ".join(group for group, *_ in ARRAY_STORES.values())
+    print(f"{checked} committed videos of {stores} checked: {len(found)} damaged")
+    if found and args.repair:
+        print("uncommitted them: the next run recomputes exactly these videos")
+    return 1 if found and not args.repair else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -154,6 +180,12 @@ def cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for another run that uses the run root (default: refuse)"
+    )
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (default: --preset tiny)")
     parser.add_argument("--preset", help="tiny, demo, small, ucf101, hmdb51, kinetics")
@@ -178,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-root", default=DEMO_RUN_ROOT)
     demo.add_argument("--preset", default="demo")
     demo.add_argument("--seed", type=int)
+    _add_wait_argument(demo)
     demo.set_defaults(handler=cmd_demo)
 
     run = commands.add_parser("run", help="run the pipeline (resumes: finished work is skipped)")
@@ -185,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="start", choices=STAGES, help="start at this stage")
     run.add_argument("--until", choices=STAGES, help="stop after this stage")
     run.add_argument("--only", choices=STAGES, help="run this stage alone")
+    _add_wait_argument(run)
     run.set_defaults(handler=cmd_run)
 
     stage = commands.add_parser("stage", help="run one stage")
     stage.add_argument("stage", choices=STAGES)
     _add_config_arguments(stage)
+    _add_wait_argument(stage)
     stage.set_defaults(handler=cmd_stage)
 
     config = commands.add_parser("config", help="print the resolved config as YAML (validated)")
@@ -199,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="stages and videos per status of a run")
     status.add_argument("run_root")
     status.set_defaults(handler=cmd_status)
+
+    verify = commands.add_parser("verify", help="check committed arrays against their commits")
+    verify.add_argument("run_root")
+    verify.add_argument(
+        "--repair", action="store_true", help="uncommit damaged videos (the next run redoes them)"
+    )
+    verify.add_argument(
+        "--quick", action="store_true", help="check files and chunks, not the data's checksums"
+    )
+    verify.set_defaults(handler=cmd_verify)
 
     report = commands.add_parser("report", help="print a run's result tables")
     report.add_argument("run_root")
@@ -244,9 +289,10 @@ WITHOUT_TRACEBACKS = _WithoutTracebacks()
 def main(argv: list[str] | None = None) -> int:
     _prefect_defaults()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:  # the terminal; the runs' logs in the UI keep INFO
+        handler.setLevel(level)
     engines = [] if args.verbose else [logging.getLogger(f"prefect.{kind}_runs") for kind in ("flow", "task")]
     for engine in engines:
         engine.addFilter(WITHOUT_TRACEBACKS)

@@ -7,6 +7,7 @@ defaults, a preset (``motionfit/presets/<name>.yaml``) or a user YAML file, over
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,23 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def nested_overrides(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides keyed by dotted field paths (``{"teacher.epochs": 5}``, what ``--set teacher.epochs=5`` and
+    a deployment's ``overrides`` parameter give) as the nested dicts :func:`load_config` merges; a value that
+    is itself a mapping merges into that section."""
+    nested: dict[str, Any] = {}
+    for key, value in settings.items():
+        *parents, leaf = str(key).split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key!r} sets a field inside {part!r}, which is set to a value")
+        both = isinstance(node.get(leaf), dict) and isinstance(value, Mapping)
+        node[leaf] = _deep_merge(node[leaf], dict(value)) if both else value
+    return nested
 
 
 def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:

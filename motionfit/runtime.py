@@ -36,6 +36,14 @@ class RuntimeConfig(BaseModel):
         description="Share of a stage's videos (or of the listed videos, at ingest) that may fail while the "
         "run goes on; above it the run stops with the failed videos and their reasons. Committed work stays.",
     )
+    task_retries: int = Field(
+        2,
+        ge=0,
+        description="Retries of a stage task after a transient error (network, object store, time-out; not "
+        "a bad video): a retried batch skips its committed videos, a retried training resumes from its "
+        "checkpoint.",
+    )
+    retry_delay_seconds: float = Field(30.0, ge=0, description="Wait before each retry.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="GPU stages' device; auto = CUDA if present."
     )

@@ -64,6 +64,25 @@ def live_video_counts(layout: RunLayout, n_videos: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage", "committed", "failed", "not yet"])
 
 
+def last_flow_run(layout: RunLayout) -> str | None:
+    """The last Prefect flow run on the run root, with its state when the server it ran on is the configured
+    one (``PREFECT_API_URL``) and answers; ``None`` when no flow run is recorded."""
+    if not fs.exists(layout.flow_runs):
+        return None
+    run = fs.read_json(layout.flow_runs)[-1]
+    line = f"last Prefect flow run: {run['name']} ({run['id']}), started {run['started']}"
+    if not run.get("api_url"):
+        return f"{line}, on Prefect's embedded server (its state is not kept)"
+    from prefect.settings import PREFECT_API_URL  # the environment's or the Prefect profile's
+
+    if (PREFECT_API_URL.value() or "").rstrip("/") != run["api_url"].rstrip("/"):
+        return f"{line}, on {run['api_url']} (set PREFECT_API_URL to it to see the run's state)"
+    from motionfit.flows.runs import root_flow_run_state
+
+    state = root_flow_run_state(run["api_url"], run["id"])
+    return f"{line}: {state or 'unknown (the server did not answer)'}"
+
+
 def render_status(run_root: str) -> str:
     """Videos per stage and status (from the manifest), the failures, and the run-level outputs."""
     layout = RunLayout.at(run_root)
@@ -83,4 +102,5 @@ def render_status(run_root: str) -> str:
     if len(failed):
         parts += ["", f"videos with errors ({len(failed)}):", _text_table(failed.head(20))]
     parts += ["", "run outputs:", _text_table(run_outputs(layout))]
-    return "\n".join(parts)
+    flow_run = last_flow_run(layout)
+    return "\n".join([*parts, "", flow_run] if flow_run else parts)

@@ -35,6 +35,8 @@ class RunLayout:
     checkpoints/<stage>/last.pt  history.parquet  test_predictions.parquet      training stages
     metrics.parquet  report.md  report_context.json  plots/                      evaluate
     _markers/<stage>/  _prefect/                        per-video commits, Prefect results
+    _prefect/flow_runs.json                             the root flow runs of this root
+    _lock.json                                          the run that holds the root now
     """
 
     root: str
@@ -133,6 +135,16 @@ class RunLayout:
     def plot(self, name: str) -> str:
         """A PNG plot of the evaluate stage, ``plots/<name>.png``."""
         return self.path("plots", f"{name}.png")
+
+    @property
+    def lock(self) -> str:
+        """The run-root lock of the pipeline run that uses the root (see :mod:`motionfit.storage.lock`)."""
+        return self.path("_lock.json")
+
+    @property
+    def flow_runs(self) -> str:
+        """The Prefect root flow runs that ran on this root (ids, server), for status and crash clean-up."""
+        return self.path("_prefect", "flow_runs.json")
 
     @property
     def prefect_results(self) -> str:

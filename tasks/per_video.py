@@ -8,6 +8,7 @@ recomputes that stage and, through their keys on its outputs, the stages that re
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -44,6 +45,17 @@ def inputs_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ESTALE})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` says the infrastructure failed (a network or object-store connection, a time-out,
+    a busy or stale shared file), not the input: retrying the same work may succeed."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
+
+
 def map_videos(
     video_ids: Iterable[str],
     markers: StageMarkers,
@@ -56,7 +68,7 @@ def map_videos(
     ``key_of(video_id)`` (see :func:`inputs_key`) names the inputs; it is recorded with the commit, and a
     committed video whose recorded key differs (the stage config or an upstream output changed) is recomputed.
     An exception from one video is recorded as that video's failure (with the exception type and message) and
-    the batch goes on.
+    the batch goes on, except a transient one (:func:`is_transient`), which fails the batch so it is retried.
     """
     outcomes = []
     for video_id in video_ids:
@@ -72,7 +84,9 @@ def map_videos(
             process(video_id)
             if key is not None:
                 markers.annotate(video_id, inputs_key=key)
-        except Exception as error:  # one bad video must not stop the batch
+        except Exception as error:  # one bad video must not stop the batch; a failing store or network must
+            if is_transient(error):
+                raise
             message = f"{type(error).__name__}: {error}"
             logger.warning("%s failed for video %s: %s", markers.stage, video_id, message)
             markers.fail(video_id, message)

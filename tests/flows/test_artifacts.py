@@ -34,6 +34,16 @@ def test_artifact_key_normalises_free_text():
         artifacts.artifact_key("", "!!")
 
 
+def test_run_keys_are_scoped_to_the_run_root():
+    key = artifacts.run_key("/runs/deployed-demo", "teacher", "epochs")
+    assert key.startswith("deployed-demo-") and key.endswith("-teacher-epochs")
+    assert artifacts.KEY_PATTERN.fullmatch(key)
+    other = artifacts.run_key("/other/deployed-demo", "report")
+    assert other != artifacts.run_key("/runs/deployed-demo", "report")
+    long_name = artifacts.run_scope("s3://bucket/" + "x" * 80)
+    assert len(long_name) == artifacts.SCOPE_NAME_CHARS + 7 and artifacts.KEY_PATTERN.fullmatch(long_name)
+
+
 def test_table_records_are_plain_json_values():
     table = pd.DataFrame(
         {
@@ -78,7 +88,7 @@ def test_outside_a_run_nothing_is_published(prefect_server, png_file):
         assert artifacts.publish_image("outside-image", png_file) is None
         progress = artifacts.publish_progress("outside-progress", total=3)
         progress.advance(2)
-        growing = artifacts.GrowingTable("outside-growing")
+        growing = artifacts.LiveTable("outside-growing")
         assert growing.append({"epoch": 1, "loss": 0.5}) is None
     assert progress.artifact_id is None and progress.percent == pytest.approx(200 / 3)
     assert growing.frame.to_dict("records") == [{"epoch": 1, "loss": 0.5}]
@@ -90,7 +100,7 @@ def test_outside_a_run_nothing_is_published(prefect_server, png_file):
 
 @task
 def train_epochs(n_epochs: int) -> None:
-    table = artifacts.GrowingTable("test-teacher-epochs", description="teacher training")
+    table = artifacts.LiveTable("test-teacher-epochs", description="teacher training")
     for epoch in range(1, n_epochs + 1):
         table.append({"epoch": epoch, "loss": 1.0 / epoch, "accuracy": np.float32(10.0 * epoch)})
 
@@ -131,9 +141,9 @@ def test_artifacts_published_in_a_flow_run(prefect_server, png_file):
     (progress,) = read_versions("test-progress")
     assert progress.type == "progress" and progress.data == pytest.approx(50.0)
 
-    versions = read_versions("test-teacher-epochs")
-    assert len(versions) == 3 and all(v.task_run_id is not None for v in versions)
-    assert json.loads(versions[0].data) == [
+    (epochs,) = read_versions("test-teacher-epochs")  # one artifact, updated in place after every epoch
+    assert epochs.task_run_id is not None and epochs.description == "teacher training"
+    assert json.loads(epochs.data) == [
         {"epoch": 1, "loss": 1.0, "accuracy": 10.0},
         {"epoch": 2, "loss": 0.5, "accuracy": 20.0},
         {"epoch": 3, "loss": 1.0 / 3.0, "accuracy": 30.0},

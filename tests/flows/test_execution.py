@@ -27,3 +27,25 @@ def test_the_local_dask_cluster_listens_on_the_loopback_interface_only() -> None
         assert _listening_hosts(dashboard.port) == {"127.0.0.1"}, "the dashboard must not listen on 0.0.0.0"
         assert _listening_hosts(scheduler.port) == {"127.0.0.1"}
         assert len(cluster.workers) == 1
+
+
+def test_stage_tasks_retry_transient_errors_only(prefect_server, tmp_path) -> None:
+    from prefect import task
+    from prefect.states import Failed
+
+    from motionfit.flows.execution import retry_on_transient_errors, stage_task_options
+    from motionfit.flows.video_stages import BatchFailedError
+    from motionfit.storage.layout import RunLayout
+
+    options = stage_task_options(RunLayout.at(tmp_path), RuntimeConfig(task_retries=3, retry_delay_seconds=5))
+    assert options["retries"] == 3 and options["retry_delay_seconds"] == 5
+
+    @task
+    def stage_task() -> None: ...
+
+    def retried(error: BaseException) -> bool:
+        return retry_on_transient_errors(stage_task, None, Failed(data=error))
+
+    assert retried(ConnectionError("reset by peer")) and retried(TimeoutError("read timed out"))
+    assert not retried(BatchFailedError("decode: 1 of 16 videos failed: v1: ValueError: not a video"))
+    assert not retried(FileNotFoundError("missing.mp4"))

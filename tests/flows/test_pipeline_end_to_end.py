@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
 from motionfit.config import load_config
+from motionfit.flows.artifacts import run_key
 from motionfit.flows.pipeline import pipeline_flow
 from motionfit.status import render_status
 from motionfit.storage import fs
@@ -28,11 +30,15 @@ pytestmark = pytest.mark.slow
 NETWORK = {"epochs": 2, "batch_size": 8, "num_workers": 0}
 
 
-def _latest(key: str):
+def _versions(key: str) -> list:
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
+        return client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
         )
+
+
+def _latest(key: str):
+    found = _versions(key)
     assert found, f"no artifact with key {key!r}"
     return found[0]
 
@@ -164,17 +170,24 @@ def test_report_shows_the_metrics_and_plots(finished_run) -> None:
 
 
 def test_prefect_artifacts_hold_the_results(finished_run) -> None:
-    report = _latest("report")
+    run_root, config = finished_run
+    root = str(run_root)
+    report = _latest(run_key(root, "report"))
     assert "MotionFit student" in report.data and "data:image/png;base64," in report.data
-    metrics = _latest("metrics")
+    metrics = _latest(run_key(root, "metrics"))
     assert "pct_sup_top1" in str(metrics.data)
-    assert "decode" in str(_latest("manifest-summary").data)
-    for key in ("decode-progress", "flow-progress", "idt-progress"):
-        assert float(_latest(key).data) == pytest.approx(100.0)
-    assert "nmi" in str(_latest("cluster-quality").data)
-    teacher_epochs = _latest("teacher-epochs")
-    assert '"epoch"' in str(teacher_epochs.data) or "'epoch'" in str(teacher_epochs.data)
-    assert _latest("plot-confusion-motionfit").data.startswith("data:image/png;base64,")
+    assert "decode" in str(_latest(run_key(root, "manifest-summary")).data)
+    for stage in ("decode", "flow", "idt"):
+        assert float(_latest(run_key(root, stage, "progress")).data) == pytest.approx(100.0)
+    assert "nmi" in str(_latest(run_key(root, "cluster-quality")).data)
+    (teacher_epochs,) = _versions(run_key(root, "teacher", "epochs"))
+    epochs = json.loads(teacher_epochs.data)
+    assert [row["epoch"] for row in epochs] == list(range(config.teacher.epochs))
+    assert _latest(run_key(root, "plot", "confusion-motionfit")).data.startswith("data:image/png;base64,")
+    summary = _latest(run_key(root, "summary"))
+    assert summary.flow_run_id is not None and f"motionfit run {config.name}: Completed" in summary.data
+    assert "## Videos per stage" in summary.data and "## Failed" not in summary.data
+    assert "| motionfit |" in summary.data and run_key(root, "report") in summary.data
 
 
 def test_a_second_run_reuses_every_result(finished_run) -> None:

@@ -54,18 +54,32 @@ def _count_flow_calls(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = 
     return calls
 
 
+def _counts(summary: dict[str, int]) -> tuple[int, int, int]:
+    """Videos done and failed, and failed batches, of a per-video stage's summary."""
+    return summary["done"], summary["failed"], summary["failed_batches"]
+
+
 def test_broken_video_is_recorded_and_the_rest_completes(prefect_server, data_root: Path, tmp_path: Path):
     broken = data_root / "source" / "videos" / "zz_broken.mp4"
     broken.write_bytes(b"this is not an mp4 file")
     config = _config(data_root, tmp_path / "run")
     ingest_flow(config)
-    summary = decode_flow(config)
-    assert summary == {"done": 15, "failed": 1, "failed_batches": 1}
+    state = decode_flow(config, return_state=True)
+    assert state.name == "Completed with failures" and state.message.startswith("decode: 1 videos failed")
+    summary = state.result()
+    assert summary == {
+        "done": 15,
+        "failed": 1,
+        "computed": 15,
+        "skipped": 0,
+        "failed_batches": 1,
+        "cached_batches": 0,
+    }
     manifest = load_manifest(RunLayout.at(config.run_root)).set_index("video_id")
     failed = manifest[manifest["status_decode"] == "failed"]
     assert len(failed) == 1
     assert "zz_broken.mp4" in failed["error"].iloc[0]
-    assert tvl1_flow(config) == {"done": 15, "failed": 0, "failed_batches": 0}
+    assert _counts(tvl1_flow(config)) == (15, 0, 0)
 
 
 def test_the_run_stops_when_more_videos_fail_than_the_policy_allows(
@@ -86,12 +100,10 @@ def test_the_run_stops_when_more_videos_fail_than_the_policy_allows(
     lenient = config.model_copy(
         update={"runtime": config.runtime.model_copy(update={"max_failed_fraction": 0.1})}
     )
-    results = pipeline_flow(lenient, until="flow")
-    assert results["decode"]["failed"] == 1 and results["flow"] == {
-        "done": 15,
-        "failed": 0,
-        "failed_batches": 0,
-    }
+    state = pipeline_flow(lenient, until="flow", return_state=True)
+    assert state.name == "Completed with failures" and state.message.startswith("decode: 1 of 16 videos")
+    results = state.result()
+    assert results["decode"]["failed"] == 1 and _counts(results["flow"]) == (15, 0, 0)
 
 
 def test_ingest_refuses_videos_that_cannot_serve_the_methods(prefect_server, data_root: Path, tmp_path: Path):
@@ -133,10 +145,11 @@ def test_flow_stage_resumes_exactly_the_missing_videos(
     calls = _count_flow_calls(monkeypatch)
     second = tvl1_flow(config)
     assert len(calls) == n_videos - 5
-    assert second == {"done": n_videos, "failed": 0, "failed_batches": 0}
+    assert _counts(second) == (n_videos, 0, 0)
+    assert (second["computed"], second["skipped"]) == (n_videos - 5, 5)
     third = tvl1_flow(config)
     assert len(calls) == n_videos - 5, "a finished stage must not recompute anything"
-    assert third["done"] == n_videos
+    assert third["done"] == n_videos and third["cached_batches"] == -(-n_videos // 4)
 
     resumed, uninterrupted = (
         RunLayout.at(config.run_root).store("flow"),

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from motionfit.cli import main
-from motionfit.config import load_config, preset_names
+from motionfit.config import load_config, nested_overrides, preset_names
+from motionfit.storage.layout import RunLayout
+from motionfit.storage.lock import holding
 from motionfit.tasks.methods import METHODS
 
 HEAVY_MODULES = ("torch", "torchvision", "cv2", "scipy", "sklearn")
@@ -112,3 +114,27 @@ def test_a_run_refused_by_its_data_prints_the_problems_once_without_a_traceback(
         "- no readable source"
     )
     assert "Traceback" not in captured.err + captured.out and len(error) == 4
+
+
+def test_a_second_run_on_a_run_root_in_use_is_refused_naming_the_holder(
+    prefect_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = RunLayout.at(tmp_path / "run")
+    argv = ["run", "--preset", "tiny", "--run-root", layout.root, "--until", "ingest"]
+    with holding(layout.lock) as holder:
+        assert main([*argv, "--set", f"synth_root={tmp_path / 'data'}"]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error[0].startswith("motionfit: error: the run root is in use by another run: ")
+    assert f"PID {holder.pid}, since {holder.since}" in error[0] and len(error) == 2
+    assert not Path(layout.run_config).exists() and not Path(layout.manifest).exists(), "nothing written"
+
+
+def test_dotted_overrides_nest_and_merge_like_set_arguments() -> None:
+    nested = nested_overrides(
+        {"teacher.epochs": 5, "teacher": {"lr": 0.1}, "runtime.seed": 2, "methods": ["scratch"]}
+    )
+    assert nested == {"teacher": {"epochs": 5, "lr": 0.1}, "runtime": {"seed": 2}, "methods": ["scratch"]}
+    config = load_config(preset="tiny", overrides=nested)
+    assert (config.teacher.epochs, config.teacher.lr, config.runtime.seed) == (5, 0.1, 2)
+    with pytest.raises(ValueError, match=r"'teacher\.epochs\.x' sets a field inside 'epochs'"):
+        nested_overrides({"teacher.epochs": 5, "teacher.epochs.x": 1})

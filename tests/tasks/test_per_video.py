@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from motionfit.tasks.idt.stage import extract_idt_videos
 from motionfit.tasks.motion import tvl1
 from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1 import compute_flows
-from motionfit.tasks.per_video import inputs_key, map_videos
+from motionfit.tasks.per_video import inputs_key, is_transient, map_videos
 
 
 def test_recorded_inputs_key_decides_what_is_recomputed(tmp_path: Path) -> None:
@@ -141,3 +142,16 @@ def test_a_stage_code_version_recomputes_that_stage_and_what_reads_it(
     assert run_all() == [["done"] * 2] * 3  # new frames: their flow and trajectories follow
     monkeypatch.setattr(idt_stage, "CODE_VERSION", idt_stage.CODE_VERSION + 1)
     assert run_all() == [["skipped"] * 2, ["skipped"] * 2, ["done"] * 2]
+
+
+def test_a_transient_error_fails_the_batch_instead_of_the_video(tmp_path: Path) -> None:
+    store = RunLayout.at(tmp_path).store("flow")
+
+    def unreachable(video_id: str) -> None:
+        raise ConnectionError(f"object store unreachable while writing {video_id}")
+
+    with pytest.raises(ConnectionError, match="unreachable"):
+        map_videos(["a"], store.markers, unreachable)
+    assert store.markers.failures() == {}, "the video is not recorded as bad input"
+    assert is_transient(TimeoutError()) and is_transient(OSError(errno.ESTALE, "stale file handle"))
+    assert not is_transient(FileNotFoundError(errno.ENOENT, "missing")) and not is_transient(ValueError())
