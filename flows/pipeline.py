@@ -74,18 +74,19 @@ def run_stage(stage: str, config: PipelineConfig) -> Any:
     return stage_flow(config)
 
 
-def run_pipeline(
+@flow(name="motionfit-pipeline", log_prints=False)
+def pipeline_flow(
     config: PipelineConfig,
     until: str | None = None,
     only: str | None = None,
     start: str | None = None,
     wait: bool = False,
 ) -> Any:
-    """Run the selected stages on ``config`` in DAG order as subflows of the calling (root) flow run, holding
-    the run root's lock (another run on it is refused, naming its holder, or with ``wait`` waited for), and
-    publish the run summary on that run, also when a stage fails. Returns each stage's summary, or a
-    Completed state named "Completed with failures" that carries them when videos failed within
-    ``runtime.max_failed_fraction`` (a re-run or ``prefect flow-run retry`` retries exactly those)."""
+    """Run the selected stages on ``config`` in DAG order as subflows, holding the run root's lock (another
+    run on it is refused, naming its holder, or with ``wait`` waited for), and publish the run summary on
+    the run, also when a stage fails. Returns each stage's summary, or a Completed state named "Completed
+    with failures" that carries them when videos failed within ``runtime.max_failed_fraction`` (a re-run or
+    ``prefect flow-run retry`` retries exactly those)."""
     layout = RunLayout.at(config.run_root)
     stages = selected_stages(config, until, only, start)
     with holding(layout.lock, wait=wait):
@@ -121,18 +122,6 @@ def _run_stages(config: PipelineConfig, layout: RunLayout, stages: list[str]) ->
     return results
 
 
-@flow(name="motionfit-pipeline", log_prints=False)
-def pipeline_flow(
-    config: PipelineConfig,
-    until: str | None = None,
-    only: str | None = None,
-    start: str | None = None,
-    wait: bool = False,
-) -> Any:
-    """Run the selected stages of the pipeline on ``config`` in DAG order; returns each stage's summary."""
-    return run_pipeline(config, until=until, only=only, start=start, wait=wait)
-
-
 @flow(name="motionfit")
 def deployment_flow(
     preset: str | None = "tiny",
@@ -147,11 +136,12 @@ def deployment_flow(
 ) -> Any:
     """Entry point of the deployments: the config from a preset or a YAML file, then ``overrides``
     (``{"teacher.epochs": 5}``, like ``motionfit run --set``), then the stages from ``start`` to ``until``
-    (or ``only`` one), as subflows of this run; ``wait``: wait for another run that holds the run root."""
+    (or ``only`` one), as direct subflows of this run (the run a user is sent to shows the summary);
+    ``wait``: wait for another run that holds the run root."""
     settings = dict(overrides or {})
     if run_root is not None:
         settings["run_root"] = run_root
     if seed is not None:
         settings["runtime.seed"] = seed
     config = load_config(config_path, None if config_path else preset, nested_overrides(settings))
-    return run_pipeline(config, until=until, only=only, start=start, wait=wait)
+    return pipeline_flow.fn(config, until=until, only=only, start=start, wait=wait)

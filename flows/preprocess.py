@@ -24,6 +24,7 @@ from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import CODE_VERSION as DECODE_CODE_VERSION
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
+from motionfit.tasks.data.leaks import split_leaks
 from motionfit.tasks.data.preflight import DataProblems, manifest_problems
 from motionfit.tasks.data.synth import generate_dataset
 from motionfit.tasks.methods import METHODS
@@ -71,7 +72,8 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
     if config.synth is not None:
         summary = generate_dataset(Path(config.synth_root), config.synth)
         logger.info("synthetic data set in %s: %s", config.synth_root, summary)
-        keep = data.model_dump(include={"labelled_fraction", "labelled_seed", "target_train_in_source"})
+        kept = {"labelled_fraction", "labelled_seed", "target_train_in_source", "leaks"}
+        keep = data.model_dump(include=kept)
         data = synthetic_data_config(Path(config.synth_root)).model_copy(update=keep)
     manifest = merge_previous_status(build_manifest(data), layout)
     save_manifest(layout, manifest)
@@ -83,6 +85,13 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
     if problems:
         listed = "\n- ".join(problems)
         raise DataProblems(f"the videos of {config.run_root} cannot serve the run's methods:\n- {listed}")
+    leaks = split_leaks(manifest)
+    if leaks:
+        listed = "\n- ".join(leaks)
+        message = f"the videos of {config.run_root} leak between splits ({data.leaks}):\n- {listed}"
+        if data.leaks == "refuse":
+            raise DataProblems(message)
+        logger.warning("%s", message)
     return {"videos": len(manifest), "missing": int((manifest["status"] != "ok").sum())}
 
 

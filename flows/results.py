@@ -62,25 +62,23 @@ def checked_record(content: bytes, path: str) -> bytes:
     return content
 
 
-class CheckedLocalFileSystem(LocalFileSystem):
-    """Prefect's local file system storage, reading only :func:`checked_record` records."""
+class _CheckedReads:
+    """Reads of a Prefect file system block that pass only :func:`checked_record` records."""
+
+    def read_path(self, path: str, _sync: bool = True) -> bytes:
+        return checked_record(super().read_path(path, _sync=True), path)  # type: ignore[misc]
+
+    async def aread_path(self, path: str) -> bytes:
+        return checked_record(await super().aread_path(path), path)  # type: ignore[misc]
+
+
+class CheckedLocalFileSystem(_CheckedReads, LocalFileSystem):
+    """Prefect's local file system storage, reading only plain-JSON result records."""
 
     _block_type_slug = "motionfit-checked-local-file-system"
 
-    def read_path(self, path: str, _sync: bool = True) -> bytes:
-        return checked_record(super().read_path(path, _sync=True), path)
 
-    async def aread_path(self, path: str) -> bytes:
-        return checked_record(await super().aread_path(path), path)
-
-
-class CheckedRemoteFileSystem(RemoteFileSystem):
-    """Prefect's fsspec storage (s3://, gcs://, ...), reading only :func:`checked_record` records."""
+class CheckedRemoteFileSystem(_CheckedReads, RemoteFileSystem):
+    """Prefect's fsspec storage (s3://, gcs://, ...), reading only plain-JSON result records."""
 
     _block_type_slug = "motionfit-checked-remote-file-system"
-
-    def read_path(self, path: str, _sync: bool = True) -> bytes:
-        return checked_record(super().read_path(path, _sync=True), path)
-
-    async def aread_path(self, path: str) -> bytes:
-        return checked_record(await super().aread_path(path), path)

@@ -109,14 +109,19 @@ def run_video_stage(
     ``skipped`` as committed before, and of ``failed_batches`` and ``cached_batches``.
     """
     logger = get_run_logger()
-    committed_before = len(layout.markers(stage).committed_ids() & set(video_ids))  # one listing per stage
+    committed = layout.markers(stage).committed_ids()  # one listing per stage
+    committed_before = len(committed & set(video_ids))
     task = batch_task.with_options(**stage_task_options(layout, runtime))
-    groups = batches(list(items), videos_per_batch or runtime.videos_per_batch)
+    size = videos_per_batch or runtime.videos_per_batch
+    groups = batches(list(items), size)
+    # A batch with an uncommitted video (new, failed, or uncommitted by motionfit verify --repair) runs even
+    # where its cached result says it is done; it skips its committed videos.
+    incomplete = [not committed.issuperset(ids) for ids in batches(list(video_ids), size)]
     futures = [
-        task.submit(
+        task.with_options(refresh_cache=refresh).submit(
             layout.root, group, config, fingerprint(stage, code_version, [item_fingerprint(i) for i in group])
         )
-        for group in groups
+        for group, refresh in zip(groups, incomplete, strict=True)
     ]
     batch_sizes = {id(future): len(group) for future, group in zip(futures, groups, strict=True)}
     progress = publish_progress(

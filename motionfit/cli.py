@@ -123,7 +123,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for damage in found:
         print(f"{damage.path}: {damage.problem}")
     stores = ", ".join(group for group, *_ in ARRAY_STORES.values())
-    print(f"{checked} committed videos of {stores} checked: {len(found)} damaged")
+    print(f"{checked} committed arrays ({stores}) checked: {len(found)} damaged")
     if found and args.repair:
         print("uncommitted them: the next run recomputes exactly these videos")
     return 1 if found and not args.repair else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -24,13 +25,22 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
         else (f"Prefect variable {HOME_VARIABLE}", directory or "")
     )
     if not path:
-        raise RuntimeError(
+        raise _reported(
             "the deployment does not know where motionfit is on this worker: set the Prefect variable "
             f"{HOME_VARIABLE} to the checkout (prefect variable set {HOME_VARIABLE} /path/to/motionfit) or "
             f"{HOME_ENVIRONMENT} in the worker's environment (the motionfit image sets it)"
         )
     home = Path(path).expanduser()
     if not (home / ENTRY_FILE).is_file():
-        raise RuntimeError(f"{home} ({source}) is not a motionfit checkout: it has no {ENTRY_FILE}")
+        raise _reported(f"{home} ({source}) is not a motionfit checkout: it has no {ENTRY_FILE}")
     os.chdir(home)
     return {"directory": str(home)}
+
+
+def _reported(message: str) -> RuntimeError:
+    """The error, logged first to the flow run's logs in the UI (Prefect sends a failed pull step's exception
+    to the worker's terminal only)."""
+    flow_run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if flow_run_id:
+        logging.getLogger("prefect.flow_runs").error(message, extra={"flow_run_id": flow_run_id})
+    return RuntimeError(message)

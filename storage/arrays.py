@@ -11,6 +11,7 @@ the array is complete.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,15 @@ OPEN_ARRAYS = 4096
 
 class VideoNotCommittedError(KeyError):
     """Raised when a reader asks for a video that its stage has not committed."""
+
+
+class DamagedVideoError(OSError):
+    """A committed video's stored array is incomplete or does not decode (a chunk deleted or truncated)."""
+
+
+def array_checksum(array: np.ndarray) -> str:
+    """The CRC-32 of an array's C-order bytes, as its commit records it: ``crc32:<8 hex digits>``."""
+    return f"crc32:{zlib.crc32(np.ascontiguousarray(array).data) & 0xFFFFFFFF:08x}"
 
 
 @dataclass
@@ -91,10 +101,16 @@ class VideoArrayStore:
             compressors=self._codec(array.dtype),
             dimension_names=self._dimension_names(array.ndim),
             overwrite=True,
+            config={"write_empty_chunks": True},  # every chunk stored: a missing one is damage, not zeros
         )
         if n_rows:
             target[...] = array
-        info = {"shape": list(array.shape), "dtype": str(array.dtype), **(attrs or {})}
+        info = {
+            "shape": list(array.shape),
+            "dtype": str(array.dtype),
+            "checksum": array_checksum(array),
+            **(attrs or {}),
+        }
         target.attrs.update(info)
         self.markers.commit(video_id, info)
 
@@ -103,20 +119,44 @@ class VideoArrayStore:
         many clip reads of one video skip the marker check and the metadata read."""
         array = self._opened.get(video_id)
         if array is None:
-            if not self.markers.is_committed(video_id):
+            record = self.markers.commit_record(video_id)
+            if record is None:
                 raise VideoNotCommittedError(f"video {video_id!r} is not committed in {self.url}")
             if len(self._opened) >= OPEN_ARRAYS:
                 self._opened.clear()
-            array = self._opened[video_id] = self.group[video_id]
+            try:
+                array = self.group[video_id]
+                missing = array.nchunks - array.nchunks_initialized
+            except Exception as error:  # its metadata or a shard index is gone or torn
+                raise self._damaged(video_id, f"{type(error).__name__}: {error}") from error
+            # zarr would read missing chunks as zeros; commits without a checksum predate storing every
+            # chunk (all-zero chunks were skipped then), so only newer commits can tell damage apart
+            if missing and "checksum" in record:
+                raise self._damaged(video_id, f"{missing} of its {array.nchunks} chunks are missing")
+            self._opened[video_id] = array
         return array
+
+    def _damaged(self, video_id: str, problem: str) -> DamagedVideoError:
+        root = self.url.rsplit("/", 1)[0]
+        return DamagedVideoError(
+            f"committed video {video_id!r} is damaged in {self.url}/{video_id}: {problem} "
+            f"(motionfit verify {root} --repair uncommits it, and the next run recomputes it)"
+        )
+
+    def _read(self, video_id: str, rows: slice) -> np.ndarray:
+        array = self._open(video_id)
+        try:
+            return array[rows]
+        except Exception as error:  # a truncated or corrupted chunk
+            raise self._damaged(video_id, f"{type(error).__name__}: {error}") from error
 
     def read(self, video_id: str) -> np.ndarray:
         """The whole committed array of ``video_id``."""
-        return self._open(video_id)[...]
+        return self._read(video_id, slice(None))
 
     def read_range(self, video_id: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (frames of a clip) of ``video_id``."""
-        return self._open(video_id)[start:stop]
+        return self._read(video_id, slice(start, stop))
 
     def shape(self, video_id: str) -> tuple[int, ...]:
         return tuple(self.markers.committed_info(video_id)["shape"])

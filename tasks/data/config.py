@@ -63,6 +63,11 @@ class DataConfig(BaseModel):
     source_heldout_labels: Path | None = Field(
         None, description="Optional CSV path,label of source videos, used only for diagnostics."
     )
+    leaks: Literal["refuse", "warn"] = Field(
+        "refuse",
+        description="One video file (by resolved path, or by size and the hash of its first 64 KiB) in two "
+        "roles, target test and target train or the unlabelled pool: refuse the run, or warn and go on.",
+    )
 
 
 class DecodeConfig(BaseModel):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SMALL_SYNTH
 
 from motionfit.flows.artifacts import run_key, run_scope
 from motionfit.storage.layout import RunLayout
@@ -35,14 +36,7 @@ WORKER_CRASH_REPORT = "prefect.flow_runs.worker - Check whether the flow run exc
 NETWORK = {"epochs": 2, "batch_size": 8, "num_workers": 0}
 OVERRIDES = {
     "methods": ["scratch", "motionfit"],
-    "synth": {
-        "classes": ["TranslateLeft", "TranslateUp", "RotateClockwise"],
-        "n_train_per_class": 3,
-        "n_test_per_class": 2,
-        "n_source_per_class": 3,
-        "n_frames": 18,
-        "frame_size_px": [48, 48],
-    },
+    "synth": SMALL_SYNTH,
     "decode": {"short_side": 48},
     "teacher": {**NETWORK, "epochs": TEACHER_EPOCHS},
     "motionfit": NETWORK,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMALL_SYNTH
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
@@ -66,14 +67,7 @@ def finished_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tu
         overrides={
             "run_root": str(root / "run"),
             "synth_root": str(root / "data"),
-            "synth": {
-                "classes": ["TranslateLeft", "TranslateUp", "RotateClockwise"],
-                "n_train_per_class": 3,
-                "n_test_per_class": 2,
-                "n_source_per_class": 3,
-                "n_frames": 18,
-                "frame_size_px": [48, 48],
-            },
+            "synth": SMALL_SYNTH,
             "decode": {"short_side": 48},
             "cluster": {"n_clusters": 4},
             "fisher": {"gmm": {"n_components": 4}},

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from motionfit.cli import main
 from motionfit.config import PipelineConfig
 from motionfit.flows import preprocess
 from motionfit.flows.pipeline import pipeline_flow
@@ -182,3 +183,47 @@ def test_a_new_flow_code_version_misses_the_batch_cache_and_recomputes_only_the_
     assert {
         video_id: layout.markers("decode").committed_info(video_id)["time"] for video_id in frames_commits
     } == frames_commits, "the frames are not"
+
+
+def test_the_next_run_recomputes_exactly_the_videos_verify_uncommitted(
+    prefect_server, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    config = _config(data_root, tmp_path / "run")
+    ingest_flow(config)
+    decode_flow(config)
+    tvl1_flow(config)
+    layout = RunLayout.at(config.run_root)
+    flow_store = layout.store("flow")
+    damaged, unmarked, *_ = sorted(flow_store.committed_ids())
+    (shard,) = [p for p in (Path(flow_store.url) / damaged / "c").rglob("*") if p.is_file()]
+    shard.unlink()
+
+    assert main(["verify", layout.root]) == 1
+    printed = capsys.readouterr().out
+    n_arrays = len(layout.store("frames").committed_ids()) + len(flow_store.committed_ids())
+    assert f"flow.zarr/{damaged}: 1 of its 1 chunks are missing" in printed
+    assert f"{n_arrays} committed arrays (frames.zarr, flow.zarr, idt.zarr) checked: 1 damaged" in printed
+    assert main(["verify", layout.root, "--repair"]) == 0
+    assert load_manifest(layout).set_index("video_id").loc[damaged, "status_flow"] == "failed"
+    flow_store.markers.uncommit(unmarked)  # a commit marker deleted by hand
+
+    calls = _count_flow_calls(monkeypatch)
+    summary = tvl1_flow(config)
+    assert len(calls) == 2, "the batch cache does not hide the two uncommitted videos; nothing else is redone"
+    assert (summary["computed"], summary["failed"]) == (2, 0)
+    assert main(["verify", layout.root]) == 0
+
+
+def test_a_test_video_copied_into_the_source_is_refused_at_ingest(
+    prefect_server, data_root: Path, tmp_path: Path
+):
+    test_list = next((data_root / "target" / "splits").glob("testlist*.txt")).read_text().split()
+    leaked = data_root / "target" / "videos" / test_list[0]
+    shutil.copy(leaked, data_root / "source" / "videos" / "renamed.avi")
+    config = _config(data_root, tmp_path / "run")
+    with pytest.raises(DataProblems) as refused:
+        ingest_flow(config)
+    message = str(refused.value)
+    assert "leak between splits (refuse)" in message and "renamed.avi" in message and leaked.name in message
+    warned = config.model_copy(update={"data": config.data.model_copy(update={"leaks": "warn"})})
+    assert ingest_flow(warned)["videos"] == 16
