@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 from typing import Any
@@ -98,7 +99,8 @@ def fingerprint(stage: str, code_version: int, *parts: Any) -> str:
 
 
 def file_fingerprint(path: str) -> tuple[str, int, float] | tuple[str, None, None]:
-    """(path, size, mtime) of a file, or (path, None, None) when it is missing."""
+    """(path, size, mtime) of an input file from outside the run root (a source video: hashing every video
+    on every run would read the whole data set), or (path, None, None) when it is missing."""
     filesystem, inner = fs.resolve(path)
     try:
         info = filesystem.info(inner)
@@ -106,3 +108,23 @@ def file_fingerprint(path: str) -> tuple[str, int, float] | tuple[str, None, Non
         return (path, None, None)
     mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
     return (path, int(info.get("size") or 0), float(getattr(mtime, "timestamp", lambda: mtime)()))
+
+
+def content_fingerprint(url: str) -> tuple[str, int, str] | tuple[str, None, None]:
+    """(url, size, SHA-256 prefix) of an output in the run root (a table, a model, a checkpoint), so that an
+    identical rewrite invalidates nothing downstream; (url, None, None) when it is missing. The hash is
+    kept per (url, size, mtime) for the life of the process."""
+    stat = file_fingerprint(url)
+    if stat[1] is None:
+        return (url, None, None)
+    return (url, stat[1], _content_digest(*stat))
+
+
+@functools.lru_cache(maxsize=256)
+def _content_digest(url: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    filesystem, inner = fs.resolve(url)
+    with filesystem.open(inner, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]

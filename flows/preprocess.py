@@ -127,7 +127,7 @@ def tvl1_flow(config: PipelineConfig) -> Any:
         layout,
         video_ids,
         video_ids,
-        lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
+        lambda video_id: (video_id, frames.identity(video_id)),
         config.flow,
         config.runtime,
         FLOW_CODE_VERSION,

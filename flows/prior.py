@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 
 from motionfit.config import PipelineConfig
 from motionfit.flows.artifacts import publish_image, publish_table, run_key
-from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
+from motionfit.flows.execution import content_fingerprint, fingerprint, stage_task_options
 from motionfit.flows.video_stages import require_no_failures, run_video_stage, stage_state
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
@@ -85,9 +85,9 @@ def cluster_task(run_root: str, config: ClusterConfig, inputs: str) -> dict[str,
     return {"k": int(clusters["k"].iloc[0]), "videos": len(video_ids)}
 
 
-def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str, float]]:
+def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str, str | float | None]]:
     markers = layout.markers("idt")
-    return [(video_id, markers.committed_info(video_id)["time"]) for video_id in video_ids]
+    return [(video_id, markers.identity(video_id)) for video_id in video_ids]
 
 
 @flow(name="idt")
@@ -109,7 +109,7 @@ def idt_flow(config: PipelineConfig) -> Any:
         layout,
         video_ids,
         video_ids,
-        lambda video_id: (video_id, frames.committed_info(video_id)["time"]),
+        lambda video_id: (video_id, frames.identity(video_id)),
         config.idt,
         config.runtime,
         IDT_CODE_VERSION,
@@ -173,7 +173,7 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
             fingerprint(
                 "fv_encode",
                 FISHER_CODE_VERSION,
-                file_fingerprint(model_url),
+                content_fingerprint(model_url),
                 _idt_fingerprints(layout, group),
             ),
         )

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from motionfit.config import PipelineConfig
 from motionfit.flows.artifacts import LiveTable, publish_table, run_key
-from motionfit.flows.execution import file_fingerprint, fingerprint, stage_task_options
+from motionfit.flows.execution import content_fingerprint, fingerprint, stage_task_options
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
 from motionfit.storage.tables import table_exists
@@ -44,9 +44,7 @@ def _epoch_table(layout: RunLayout, stage: str) -> LiveTable:
 
 def _store_fingerprint(layout: RunLayout, stage: str) -> Any:
     markers = layout.markers(stage)
-    return sorted(
-        (video_id, markers.committed_info(video_id)["time"]) for video_id in markers.committed_ids()
-    )
+    return sorted((video_id, markers.identity(video_id)) for video_id in markers.committed_ids())
 
 
 def _manifest_fingerprint(layout: RunLayout) -> Any:
@@ -125,7 +123,7 @@ def pseudo_label_flow(config: PipelineConfig) -> dict[str, Any]:
         "pseudo_label",
         PSEUDO_LABEL_CODE_VERSION,
         _manifest_fingerprint(layout),
-        file_fingerprint(layout.checkpoint(config.pseudo_label.teacher_stage)),
+        content_fingerprint(layout.checkpoint(config.pseudo_label.teacher_stage)),
     )
     run = pseudo_label_task.with_options(**stage_task_options(layout, config.runtime))
     return run(layout.root, config.pseudo_label, config.runtime.resolved_device(), inputs)
@@ -153,7 +151,7 @@ def student_inputs(method: Method, layout: RunLayout, frames: Any) -> Any:
         "clusters": layout.clusters,
         "supervised_labels": layout.supervised_labels,
     }[method.trains_on]
-    return fingerprint("student", STUDENT_CODE_VERSION, method.name, frames, file_fingerprint(targets))
+    return fingerprint("student", STUDENT_CODE_VERSION, method.name, frames, content_fingerprint(targets))
 
 
 @flow(name="student-train")
@@ -198,7 +196,12 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
             continue
         init = None if method.init == "random" else layout.checkpoint(method.student_stage)
         inputs = fingerprint(
-            "finetune", FINETUNE_CODE_VERSION, method.name, frames, manifest, init and file_fingerprint(init)
+            "finetune",
+            FINETUNE_CODE_VERSION,
+            method.name,
+            frames,
+            manifest,
+            init and content_fingerprint(init),
         )
         run = finetune_task.with_options(**stage_task_options(layout, config.runtime))
         results[method.name] = run(layout.root, section, init, method.finetune_stage, device, inputs)

@@ -65,6 +65,13 @@ class StageMarkers:
         except FileNotFoundError:
             return None
 
+    def identity(self, video_id: str) -> str | float | None:
+        """What a downstream key records of this stage's output of ``video_id``: its checksum (the data
+        itself, so an identical recomputation changes nothing downstream), or, for commits made before
+        checksums, its time; ``None`` when it is not committed."""
+        record = self.commit_record(video_id)
+        return None if record is None else record.get("checksum", record["time"])
+
     def failures(self) -> dict[str, str]:
         """``{video_id: error}`` of the videos whose last attempt failed."""
         return {

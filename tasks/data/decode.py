@@ -17,6 +17,7 @@ import numpy as np
 
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.file_kinds import image_kind, unreadable_reason
 from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
 
 CODE_VERSION = 1
@@ -70,7 +71,10 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
     capture = cv2.VideoCapture(path)
     try:
         if not capture.isOpened():
-            raise VideoDecodeError(f"video file {path} cannot be opened by OpenCV's decoder")
+            raise VideoDecodeError(f"video file {path} {unreadable_reason(path)}")
+        kind = image_kind(path)
+        if kind is not None:
+            raise VideoDecodeError(f"video file {path} is a {kind}, not a video")
         source_fps = float(capture.get(cv2.CAP_PROP_FPS))
         if config.max_fps is not None and not source_fps > 0:
             raise VideoDecodeError(

@@ -195,7 +195,8 @@ def ingest_folder(
     folder: Path, role: str = "source", extensions: tuple[str, ...] = VIDEO_EXTENSIONS
 ) -> pd.DataFrame:
     """Every video under ``folder`` (recursive, extensions case-insensitive, hidden entries skipped), sorted,
-    unlabelled. Raises :class:`IngestError` when ``folder`` is not a directory."""
+    unlabelled; a symbolic link whose target is gone is listed too, as missing. Raises :class:`IngestError`
+    when ``folder`` is not a directory."""
     folder = Path(folder)
     if not folder.is_dir():
         raise IngestError(f"video folder {folder} does not exist or is not a directory")
@@ -204,7 +205,7 @@ def ingest_folder(
         path.relative_to(folder).as_posix()
         for path in folder.rglob("*")
         if path.suffix.lower() in wanted
-        and path.is_file()
+        and (path.is_file() or path.is_symlink())
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
     return _frame([_row(role, relative, folder / relative, None, -1, "unlabelled") for relative in relatives])
@@ -338,6 +339,9 @@ def _locate(expected: Path) -> tuple[str, str | None]:
     """Absolute path of ``expected`` (or of a sibling with another video extension) and an error or None."""
     if expected.is_file():
         return os.path.abspath(expected), None
+    if expected.is_symlink():
+        target = os.readlink(expected)
+        return os.path.abspath(expected), f"dangling symbolic link: {os.path.abspath(expected)} -> {target}"
     for extension in VIDEO_EXTENSIONS:
         alternative = expected.with_suffix(extension)
         if alternative.is_file():

@@ -40,7 +40,6 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
 
     def key_of(video_id: str) -> str:
         upstream = [frames_store.markers] + ([flow_store.markers] if config.mode == "pipeline" else [])
-        records = [m.commit_record(video_id) for m in upstream]
-        return inputs_key(CODE_VERSION, config, [record["time"] if record else None for record in records])
+        return inputs_key(CODE_VERSION, config, [markers.identity(video_id) for markers in upstream])
 
     return map_videos(video_ids, output.markers, process, key_of)

@@ -169,8 +169,7 @@ def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -
         settings["backend"] = backend
 
     def key_of(video_id: str) -> str:
-        record = frames_store.markers.commit_record(video_id)
-        return inputs_key(CODE_VERSION, settings, record["time"] if record else None)
+        return inputs_key(CODE_VERSION, settings, frames_store.markers.identity(video_id))
 
     if backend == "torch" and flow_device(config).type == "cpu":
         with torch_threads(config.threads_per_worker):

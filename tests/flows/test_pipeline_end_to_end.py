@@ -197,6 +197,24 @@ def test_a_second_run_reuses_every_result(finished_run) -> None:
     assert [Path(url).stat().st_mtime_ns for url in watched] == before
 
 
+def test_identical_recomputed_outputs_invalidate_nothing_downstream(finished_run) -> None:
+    run_root, config = finished_run
+    layout = RunLayout.at(run_root)
+    video_id = sorted(layout.markers("decode").committed_ids())[0]
+    before = layout.markers("decode").committed_info(video_id)
+    layout.markers("decode").uncommit(video_id)  # its frames are decoded again, to the same pixels
+    labels = Path(layout.pseudo_labels)
+    labels.write_bytes(labels.read_bytes())  # the same table, written anew
+    watched = [layout.checkpoint(stage) for stage in ("teacher", "student_motionfit", "finetune_motionfit")]
+    flow_commit = layout.markers("flow").committed_info(video_id)
+    trained = [Path(url).stat().st_mtime_ns for url in watched]
+    pipeline_flow(config, until="finetune")
+    after = layout.markers("decode").committed_info(video_id)
+    assert after["time"] > before["time"] and after["checksum"] == before["checksum"], "decoded again"
+    assert layout.markers("flow").committed_info(video_id) == flow_commit, "its flow was not recomputed"
+    assert [Path(url).stat().st_mtime_ns for url in watched] == trained, "nothing was trained again"
+
+
 def test_evaluation_without_motionfit_costs_the_first_methods_fine_tuned_network(finished_run) -> None:
     run_root, config = finished_run
     layout = RunLayout.at(run_root)

@@ -117,7 +117,7 @@ def test_config_rejects_max_frames_below_min_frames() -> None:
 def test_unreadable_and_missing_files_raise(tmp_path: Path) -> None:
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
-    with pytest.raises(VideoDecodeError, match=r"notes\.mp4.*cannot be opened"):
+    with pytest.raises(VideoDecodeError, match=r"notes\.mp4 holds text, not video"):
         decode_video(text, DecodeConfig())
     with pytest.raises(VideoDecodeError, match=r"absent\.mp4 does not exist"):
         decode_video(tmp_path / "absent.mp4", DecodeConfig())
@@ -158,3 +158,34 @@ def test_stage_stores_good_videos_and_records_bad_ones(tmp_path: Path, carphone:
 def test_stage_rejects_repeated_video_ids(tmp_path: Path, carphone: Path) -> None:
     with pytest.raises(ValueError, match="repeats a video_id"):
         decode_videos([("a", str(carphone)), ("a", str(carphone))], RunLayout.at(tmp_path), DecodeConfig())
+
+
+PNG_1x1 = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde\x00\x00"
+    b"\x00\x0cIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.mp4", lambda _: b"", "is empty (0 bytes)"),
+        ("notes.avi", lambda _: b"this is not a video, just notes\n", "holds text, not video"),
+        ("picture.avi", lambda _: PNG_1x1, "is a PNG image, not a video"),
+        ("cut.mp4", lambda mp4: mp4[:4096], "is a truncated or damaged MP4/MOV file (4096 bytes)"),
+        (
+            "header.avi",
+            lambda _: b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(20),
+            "truncated or damaged AVI file",
+        ),
+        ("noise.mkv", lambda _: bytes(range(7, 200)), "is in no video container the decoder knows"),
+    ],
+)
+def test_an_unreadable_file_is_named_with_what_it_is(
+    tmp_path: Path, carphone: Path, name, content, reason
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content(carphone.read_bytes()))
+    with pytest.raises(VideoDecodeError) as refused:
+        decode_video(path, DecodeConfig())
+    assert str(refused.value).startswith(f"video file {path} ") and reason in str(refused.value)

@@ -314,3 +314,14 @@ def test_semi_supervised_source_takes_the_configured_target_train_videos_and_nev
     pool = unlabelled_videos(manifest)
     assert set(pool) == expected and len(mplg) == 3 and len(train) == 6
     assert not set(pool) & set(target.loc[target["split"] == "test", "video_id"])
+
+
+def test_a_dangling_link_in_a_folder_is_listed_as_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    _touch(folder / "kept.mp4")
+    (folder / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    manifest = ingest_folder(folder).set_index("path")
+    gone = manifest.loc[str(folder / "gone.mp4")]
+    assert gone["status"] == "missing"
+    assert gone["error"] == f"dangling symbolic link: {folder / 'gone.mp4'} -> {tmp_path / 'deleted.mp4'}"
+    assert manifest.loc[str(folder / "kept.mp4"), "status"] == "ok"
