@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 UNFINISHED = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
 KEPT_RUNS = 50
 """Root flow runs remembered per run root (the newest)."""
+PAGE = 200
+"""Runs per API read (the server's default limit)."""
 
 
 def recorded_runs(layout: RunLayout) -> list[dict[str, Any]]:
@@ -58,20 +61,33 @@ def record_root_run(layout: RunLayout) -> UUID | None:
     return run.id
 
 
+def _read_all(read: Callable[..., list[Any]], **filters: Any) -> list[Any]:
+    """Every run ``read`` (a client's ``read_flow_runs`` or ``read_task_runs``) finds, page by page (a stage
+    of 240k videos leaves thousands of Pending batch task runs)."""
+    found: list[Any] = []
+    while True:
+        page = read(**filters, limit=PAGE, offset=len(found))
+        found += page
+        if len(page) < PAGE:
+            return found
+
+
 def _unfinished_children(client: SyncPrefectClient, parents: list[UUID]) -> tuple[list[Any], list[Any]]:
     """The unfinished subflow runs (at any depth) and task runs under the flow runs ``parents``."""
     flows: list[Any] = []
     tasks: list[Any] = []
     level = parents
     while level:
-        tasks += client.read_task_runs(
+        tasks += _read_all(
+            client.read_task_runs,
             task_run_filter=TaskRunFilter(
                 flow_run_id=TaskRunFilterFlowRunId(any_=level),
                 state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED)),
-            )
+            ),
         )
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level))
+        children = _read_all(
+            client.read_flow_runs,
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level)),
         )
         flows += [run for run in children if run.state_type in UNFINISHED]
         level = [run.id for run in children]

@@ -84,6 +84,8 @@ def _create_exclusive(url: str, payload: bytes) -> bool:
     """Create ``url`` with ``payload`` unless it exists; False when it does."""
     filesystem, path = fs.resolve(url)
     filesystem.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+    if filesystem.exists(path):  # stores whose "xb" is not exclusive: the read-back after creating decides
+        return False
     try:
         with filesystem.open(path, "xb") as handle:
             handle.write(payload)

@@ -70,3 +70,15 @@ def test_status_names_the_last_flow_run(prefect_server, tmp_path: Path) -> None:
     assert line.endswith(": Completed")
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert "set PREFECT_API_URL to it" in last_flow_run(layout)
+
+
+def test_every_page_of_runs_is_read() -> None:
+    from motionfit.flows import runs
+
+    rows = list(range(2 * runs.PAGE + 5))
+
+    def read(limit: int, offset: int, **filters) -> list[int]:
+        assert filters == {"task_run_filter": "f"}
+        return rows[offset : offset + limit]
+
+    assert runs._read_all(read, task_run_filter="f") == rows
