@@ -91,6 +91,12 @@ class DecodeConfig(BaseModel):
     min_frames: int = Field(
         2, ge=1, description="Fewer decoded frames than this is an error (optical flow needs a pair)."
     )
+    min_side: int = Field(
+        32,
+        ge=1,
+        description="A video whose shorter side has fewer pixels is refused: resized to short_side it would "
+        "be upscaled blur (a thumbnail or a broken encode).",
+    )
 
     @model_validator(mode="after")
     def _max_frames_reaches_min_frames(self) -> DecodeConfig:

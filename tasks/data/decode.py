@@ -100,6 +100,11 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
                 break
             if source_shape is None:
                 source_shape = frame.shape[:2]
+                if min(source_shape) < config.min_side:
+                    raise VideoDecodeError(
+                        f"video file {path} is {source_shape[1]}x{source_shape[0]} px, smaller than "
+                        f"decode.min_side {config.min_side} on its shorter side"
+                    )
                 target_shape = resized_shape(*source_shape, config.short_side)
             if frame.shape[:2] != target_shape:
                 frame = cv2.resize(frame, target_shape[::-1], interpolation=cv2.INTER_LINEAR)
@@ -152,6 +157,8 @@ def decode_videos(
     def key_of(video_id: str) -> str:
         path = Path(paths[video_id])
         stat = path.stat() if path.exists() else None
-        return inputs_key(CODE_VERSION, config, str(path), stat and (stat.st_size, stat.st_mtime_ns))
+        # min_side only refuses videos: frames decoded before it existed keep their key
+        settings = config.model_dump(mode="json", by_alias=True, exclude={"min_side"})
+        return inputs_key(CODE_VERSION, settings, str(path), stat and (stat.st_size, stat.st_mtime_ns))
 
     return map_videos([video_id for video_id, _ in videos], store.markers, process, key_of)
