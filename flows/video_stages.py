@@ -100,10 +100,10 @@ def run_video_stage(
     ``videos_per_batch``, by default ``runtime.videos_per_batch``).
 
     ``items`` are what the batch task takes per video (ids, or (id, path) pairs) and ``video_ids`` their ids;
-    ``item_fingerprint(item)`` describes an item's input content (an upstream commit time, a file's size and
-    mtime), so a batch's cache key changes exactly when its inputs or the stage's ``code_version`` do. A
+    ``item_fingerprint(item)`` describes an item's input content (an upstream commit's checksum, a file's size
+    and mtime), so a batch's cache key changes exactly when its inputs or the stage's ``code_version`` do. A
     batch with failed videos fails (and is not cached); the others go on. A progress artifact
-    ``<stage>-progress`` (and, on a terminal, a progress bar) follows the batches, and each finished batch is
+    ``<run>-<stage>-progress`` (and, on a terminal, a progress bar) follows the batches, and each batch is
     logged; the manifest's ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos
     ``done`` and ``failed`` in this stage (from the markers), of videos ``computed`` by this run and
     ``skipped`` as committed before, and of ``failed_batches`` and ``cached_batches``.
