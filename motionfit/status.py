@@ -72,7 +72,7 @@ def last_flow_run(layout: RunLayout) -> str | None:
     run = fs.read_json(layout.flow_runs)[-1]
     line = f"last Prefect flow run: {run['name']} ({run['id']}), started {run['started']}"
     if not run.get("api_url"):
-        return f"{line}, on Prefect's embedded server (its state is not kept)"
+        return f"{line}, on the command's embedded Prefect server (set PREFECT_API_URL to follow runs)"
     from prefect.settings import PREFECT_API_URL  # the environment's or the Prefect profile's
 
     if (PREFECT_API_URL.value() or "").rstrip("/") != run["api_url"].rstrip("/"):
