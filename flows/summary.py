@@ -16,11 +16,8 @@ LISTED_VIDEOS = 50
 """Failed or missing videos listed by name in the summary (``motionfit status`` lists them all)."""
 
 
-def failed_videos(layout: RunLayout) -> pd.DataFrame:
-    """Every video with an error in the manifest (missing at ingest or failed a stage) and its reason."""
-    if not manifest_exists(layout):
-        return pd.DataFrame(columns=["video_id", "dataset", "split", "error"])
-    manifest = load_manifest(layout)
+def failed_videos(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Every video with an error in ``manifest`` (missing at ingest or failed a stage) and its reason."""
     return manifest[manifest["error"].notna()][["video_id", "dataset", "split", "error"]]
 
 
@@ -38,9 +35,10 @@ def run_summary_markdown(
     lines += [f"Stages of this flow run: {', '.join(stages)}.", ""]
     if error:
         lines += ["## Error", "", "```", error, "```", ""]
-    if manifest_exists(layout):
-        lines += ["## Videos per stage", "", markdown_table(stage_summary(load_manifest(layout))), ""]
-    failed = failed_videos(layout)
+    manifest = load_manifest(layout) if manifest_exists(layout) else None
+    if manifest is not None:
+        lines += ["## Videos per stage", "", markdown_table(stage_summary(manifest)), ""]
+    failed = failed_videos(manifest) if manifest is not None else []
     if len(failed):
         more = len(failed) - LISTED_VIDEOS
         lines += [

@@ -162,6 +162,7 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
     device = config.runtime.resolved_device()
     results = {}
     frames = _store_fingerprint(layout, "decode")
+    run = student_task.with_options(**stage_task_options(layout, config.runtime))
     for method in (METHODS[name] for name in ordered(config.methods)):
         if method.objective is None:
             continue
@@ -174,7 +175,6 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
                 section.clip_length,
                 section.frame_stride,
             )
-        run = student_task.with_options(**stage_task_options(layout, config.runtime))
         section = student_config(method, config, layout)
         inputs = student_inputs(method, layout, frames)
         results[method.name] = run(layout.root, section, method.student_stage, device, inputs)
@@ -190,6 +190,7 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
     section = seeded(config.finetune, config)
     frames = _store_fingerprint(layout, "decode")
     manifest = _manifest_fingerprint(layout)
+    run = finetune_task.with_options(**stage_task_options(layout, config.runtime))
     results = {}
     for method in (METHODS[name] for name in ordered(config.methods)):
         if not method.finetuned:
@@ -203,6 +204,5 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
             manifest,
             init and content_fingerprint(init),
         )
-        run = finetune_task.with_options(**stage_task_options(layout, config.runtime))
         results[method.name] = run(layout.root, section, init, method.finetune_stage, device, inputs)
     return results

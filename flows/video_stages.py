@@ -117,8 +117,9 @@ def run_video_stage(
     # A batch with an uncommitted video (new, failed, or uncommitted by motionfit verify --repair) runs even
     # where its cached result says it is done; it skips its committed videos.
     incomplete = [not committed.issuperset(ids) for ids in batches(list(video_ids), size)]
+    tasks = {False: task, True: task.with_options(refresh_cache=True)}
     futures = [
-        task.with_options(refresh_cache=refresh).submit(
+        tasks[refresh].submit(
             layout.root, group, config, fingerprint(stage, code_version, [item_fingerprint(i) for i in group])
         )
         for group, refresh in zip(groups, incomplete, strict=True)

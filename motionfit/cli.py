@@ -104,7 +104,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check every committed array against its commit; ``--repair`` uncommits the damaged ones."""
     from motionfit.storage.layout import ARRAY_STORES, RunLayout
-    from motionfit.storage.manifest import load_manifest, manifest_exists, refresh_stage_status, save_manifest
+    from motionfit.storage.manifest import (
+        load_manifest,
+        manifest_exists,
+        refresh_stage_status,
+        save_manifest,
+        status_column,
+    )
     from motionfit.storage.verify import uncommit_damaged, verify_store
 
     layout = RunLayout.at(args.run_root)
@@ -118,7 +124,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             uncommit_damaged(store, damaged)
             if manifest_exists(layout):
                 manifest = load_manifest(layout)
-                asked = list(manifest.loc[manifest[f"status_{stage}"].notna(), "video_id"])
+                column = status_column(stage)
+                asked = list(manifest.loc[manifest[column].notna(), "video_id"]) if column in manifest else []
                 save_manifest(layout, refresh_stage_status(manifest, store.markers, asked))
     for damage in found:
         print(f"{damage.path}: {damage.problem}")

@@ -34,6 +34,16 @@ class DamagedVideoError(OSError):
     """A committed video's stored array is incomplete or does not decode (a chunk deleted or truncated)."""
 
 
+def missing_chunks(array: zarr.Array, record: dict[str, Any]) -> str | None:
+    """What a committed array lacks, e.g. ``2 of its 2 chunks are missing`` (zarr would read them as zeros),
+    or ``None``. Commits without a checksum predate storing every chunk (all-zero chunks were skipped then),
+    so only newer commits can tell damage apart."""
+    missing = array.nchunks - array.nchunks_initialized
+    return (
+        f"{missing} of its {array.nchunks} chunks are missing" if missing and "checksum" in record else None
+    )
+
+
 def array_checksum(array: np.ndarray) -> str:
     """The CRC-32 of an array's C-order bytes, as its commit records it: ``crc32:<8 hex digits>``."""
     return f"crc32:{zlib.crc32(np.ascontiguousarray(array).data) & 0xFFFFFFFF:08x}"
@@ -126,13 +136,11 @@ class VideoArrayStore:
                 self._opened.clear()
             try:
                 array = self.group[video_id]
-                missing = array.nchunks - array.nchunks_initialized
+                problem = missing_chunks(array, record)
             except Exception as error:  # its metadata or a shard index is gone or torn
                 raise self._damaged(video_id, f"{type(error).__name__}: {error}") from error
-            # zarr would read missing chunks as zeros; commits without a checksum predate storing every
-            # chunk (all-zero chunks were skipped then), so only newer commits can tell damage apart
-            if missing and "checksum" in record:
-                raise self._damaged(video_id, f"{missing} of its {array.nchunks} chunks are missing")
+            if problem is not None:
+                raise self._damaged(video_id, problem)
             self._opened[video_id] = array
         return array
 

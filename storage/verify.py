@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from motionfit.storage import fs
-from motionfit.storage.arrays import VideoArrayStore, array_checksum
+from motionfit.storage.arrays import VideoArrayStore, array_checksum, missing_chunks
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,15 @@ def check_video(store: VideoArrayStore, video_id: str, read_data: bool = True) -
     if list(array.shape) != list(record["shape"]) or str(array.dtype) != record["dtype"]:
         return f"array {array.shape} {array.dtype}, committed {tuple(record['shape'])} {record['dtype']}"
     try:
-        stored = array.nchunks_initialized
-        if stored != array.nchunks and "checksum" in record:  # older commits skipped all-zero chunks
-            return f"{array.nchunks - stored} of its {array.nchunks} chunks are missing"
+        problem = missing_chunks(array, record)
+        if problem is not None:
+            return problem
         if read_data:
             data = array[...]
     except Exception as error:  # a truncated or corrupted chunk: zarr or the codec says what
         return f"its data does not decode ({type(error).__name__}: {error})"
-    if read_data and "checksum" in record and array_checksum(data) != record["checksum"]:
-        return f"its data has checksum {array_checksum(data)}, committed {record['checksum']}"
+    if read_data and "checksum" in record and (found := array_checksum(data)) != record["checksum"]:
+        return f"its data has checksum {found}, committed {record['checksum']}"
     return None
 
 

@@ -34,11 +34,14 @@ def _head(path: Path) -> bytes:
         return handle.read(HEAD_BYTES)
 
 
+def _image_kind_of(head: bytes) -> str | None:
+    return next((kind for kind, signature in IMAGES.items() if head.startswith(signature)), None)
+
+
 def image_kind(path: str | Path) -> str | None:
     """``PNG image`` (JPEG, GIF, BMP) when ``path`` is a still image, whatever its name; else ``None``. The
     decoder opens an image as a one-frame video."""
-    head = _head(Path(path))
-    return next((kind for kind, signature in IMAGES.items() if head.startswith(signature)), None)
+    return _image_kind_of(_head(Path(path)))
 
 
 def unreadable_reason(path: str | Path) -> str:
@@ -48,7 +51,7 @@ def unreadable_reason(path: str | Path) -> str:
     if size == 0:
         return "is empty (0 bytes)"
     head = _head(path)
-    kind = image_kind(path)
+    kind = _image_kind_of(head)
     if kind is not None:
         return f"is a {kind}, not a video"
     for container, matches in CONTAINERS.items():
