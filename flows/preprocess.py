@@ -120,14 +120,14 @@ def tvl1_flow(config: PipelineConfig) -> Any:
     """TV-L1 flow of every decoded video into flow.zarr, in batches on the configured task runner."""
     layout = RunLayout.at(config.run_root)
     video_ids = list(usable_videos(load_manifest(layout), "decode")["video_id"])
-    frames = layout.markers("decode")
+    frames = layout.markers("decode").identities(video_ids)
     summary = run_video_stage(
         "flow",
         tvl1_batch,
         layout,
         video_ids,
         video_ids,
-        lambda video_id: (video_id, frames.identity(video_id)),
+        lambda video_id: (video_id, frames[video_id]),
         config.flow,
         config.runtime,
         FLOW_CODE_VERSION,

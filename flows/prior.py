@@ -52,8 +52,7 @@ def fv_fit_task(
 ) -> str:
     """Fit PCA + GMM on a seeded sample of the videos' descriptors; returns the saved model's URL."""
     layout = RunLayout(run_root)
-    store = layout.store("idt")
-    arrays = {video_id: store.read(video_id) for video_id in video_ids}
+    arrays = layout.store("idt").arrays(video_ids)  # opened lazily: only the sampled rows are read
     sample = sample_descriptors(arrays, config, np.random.default_rng(config.sample_seed), idt_columns)
     model = fit_fisher_model(sample, config, idt_columns)
     url = layout.fisher_model
@@ -86,8 +85,7 @@ def cluster_task(run_root: str, config: ClusterConfig, inputs: str) -> dict[str,
 
 
 def _idt_fingerprints(layout: RunLayout, video_ids: list[str]) -> list[tuple[str, str | float | None]]:
-    markers = layout.markers("idt")
-    return [(video_id, markers.identity(video_id)) for video_id in video_ids]
+    return list(layout.markers("idt").identities(video_ids).items())
 
 
 @flow(name="idt")
@@ -102,14 +100,14 @@ def idt_flow(config: PipelineConfig) -> Any:
     manifest = load_manifest(layout)
     unlabelled = set(unlabelled_videos(manifest))
     video_ids = [v for v in usable_videos(manifest, *upstream)["video_id"] if v in unlabelled]
-    frames = layout.markers("decode")
+    frames = layout.markers("decode").identities(video_ids)
     summary = run_video_stage(
         "idt",
         idt_batch,
         layout,
         video_ids,
         video_ids,
-        lambda video_id: (video_id, frames.identity(video_id)),
+        lambda video_id: (video_id, frames[video_id]),
         config.idt,
         config.runtime,
         IDT_CODE_VERSION,
@@ -124,10 +122,11 @@ def publish_descriptor_counts(layout: RunLayout) -> pd.DataFrame:
     table; its description gives the totals."""
     markers = layout.markers("idt")
     rows = []
-    for video_id in sorted(markers.committed_ids()):
-        info = markers.committed_info(video_id)
-        n_frames = len(info.get("counts_per_frame", [])) or 1
-        rows.append({"video_id": video_id, "trajectories": info["shape"][0], "frames": n_frames})
+    for video_id, record in sorted(markers.compact_records(markers.committed_ids()).items()):
+        if "frames" not in record:  # committed before IDT commits recorded their frame count
+            record = {**record, "frames": len(markers.committed_info(video_id).get("counts_per_frame", []))}
+        trajectories, frames = record["shape"][0], record["frames"] or 1
+        rows.append({"video_id": video_id, "trajectories": trajectories, "frames": frames})
     counts = pd.DataFrame(rows, columns=["video_id", "trajectories", "frames"])
     counts["per_frame"] = counts["trajectories"] / counts["frames"]
     description = (
@@ -165,6 +164,7 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
     size = config.runtime.videos_per_batch * 4
     groups = [video_ids[i : i + size] for i in range(0, len(video_ids), size)]
     encode = fv_encode_batch.with_options(**stage_task_options(layout, config.runtime))
+    identities = layout.markers("idt").identities(video_ids)
     futures = [
         encode.submit(
             layout.root,
@@ -174,7 +174,7 @@ def fv_encode_flow(config: PipelineConfig) -> dict[str, int]:
                 "fv_encode",
                 FISHER_CODE_VERSION,
                 content_fingerprint(model_url),
-                _idt_fingerprints(layout, group),
+                [(video_id, identities[video_id]) for video_id in group],
             ),
         )
         for group in groups

@@ -44,7 +44,7 @@ def _epoch_table(layout: RunLayout, stage: str) -> LiveTable:
 
 def _store_fingerprint(layout: RunLayout, stage: str) -> Any:
     markers = layout.markers(stage)
-    return sorted((video_id, markers.identity(video_id)) for video_id in markers.committed_ids())
+    return sorted(markers.identities(markers.committed_ids()).items())
 
 
 def _manifest_fingerprint(layout: RunLayout) -> Any:

@@ -104,12 +104,15 @@ def run_video_stage(
     and mtime), so a batch's cache key changes exactly when its inputs or the stage's ``code_version`` do. A
     batch with failed videos fails (and is not cached); the others go on. A progress artifact
     ``<run>-<stage>-progress`` (and, on a terminal, a progress bar) follows the batches, and each batch is
-    logged; the manifest's ``status_<stage>`` is refreshed from the commit markers. Returns counts of videos
+    logged; the manifest's ``status_<stage>`` is refreshed from the commit markers, and the stage's index of
+    commit records (:class:`StageMarkers`) is written from the batches' results. Returns counts of videos
     ``done`` and ``failed`` in this stage (from the markers), of videos ``computed`` by this run and
     ``skipped`` as committed before, and of ``failed_batches`` and ``cached_batches``.
     """
     logger = get_run_logger()
-    committed = layout.markers(stage).committed_ids()  # one listing per stage
+    markers = layout.markers(stage)
+    markers.drop_index()  # markers change from here on; the index is written anew when the stage ends
+    committed = markers.committed_ids()  # one listing per stage
     committed_before = len(committed & set(video_ids))
     task = batch_task.with_options(**stage_task_options(layout, runtime))
     size = videos_per_batch or runtime.videos_per_batch
@@ -129,6 +132,7 @@ def run_video_stage(
         run_key(layout.root, stage, "progress"), max(len(futures), 1), f"{stage}: batches finished (%)"
     )
     counts: Counter[str] = Counter()
+    records: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(items), desc=stage, unit="video", disable=not sys.stderr.isatty())
     for finished, future in enumerate(as_completed(futures), start=1):
         result = future.result(raise_on_failure=False)
@@ -142,11 +146,17 @@ def run_video_stage(
         else:
             outcome = Counter(record["status"] for record in result)
             logger.info("%s: %d done, %d already committed", position, outcome["done"], outcome["skipped"])
+        if not isinstance(result, BaseException):
+            records.update((r["video_id"], r["record"]) for r in result if r.get("record") is not None)
         progress.advance()
         bar.update(batch_sizes[id(future)])
     bar.close()
-    manifest = refresh_stage_status(load_manifest(layout), layout.markers(stage), list(video_ids))
+    manifest = refresh_stage_status(load_manifest(layout), markers, list(video_ids))
     save_manifest(layout, manifest)
+    done = manifest.loc[manifest[status_column(stage)].eq("done"), "video_id"]
+    unknown = [video_id for video_id in done if video_id not in records]  # failed batches, older results
+    records.update(markers.compact_records(unknown))
+    markers.write_index({video_id: records[video_id] for video_id in done if video_id in records})
     statuses = manifest.loc[manifest["video_id"].isin(set(video_ids)), f"status_{stage}"]
     summary = {
         "done": int((statuses == "done").sum()),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 from zarr.errors import ContainsGroupError
 
+from motionfit.storage import fs
 from motionfit.storage.markers import StageMarkers
 
 OPEN_ARRAYS = 4096
@@ -73,9 +75,9 @@ class VideoArrayStore:
         """The store's zarr group, created on first use; safe when several workers create it at once."""
         if self._group is None:
             try:
-                self._group = zarr.open_group(store=self.url, mode="a", zarr_format=3)
+                self._group = zarr.open_group(store=fs.zarr_store(self.url), mode="a", zarr_format=3)
             except ContainsGroupError:  # another worker created it between our check and our write
-                self._group = zarr.open_group(store=self.url, mode="r+", zarr_format=3)
+                self._group = zarr.open_group(store=fs.zarr_store(self.url), mode="r+", zarr_format=3)
         return self._group
 
     def _codec(self, dtype: np.dtype) -> BloscCodec | None:
@@ -158,6 +160,11 @@ class VideoArrayStore:
         except Exception as error:  # a truncated or corrupted chunk
             raise self._damaged(video_id, f"{type(error).__name__}: {error}") from error
 
+    def arrays(self, video_ids: Iterable[str]) -> Mapping[str, zarr.Array]:
+        """The committed arrays of ``video_ids`` by id, each opened when it is first looked up: an index
+        into one reads only the chunks holding those rows."""
+        return _LazyArrays(self, tuple(video_ids))
+
     def read(self, video_id: str) -> np.ndarray:
         """The whole committed array of ``video_id``."""
         return self._read(video_id, slice(None))
@@ -177,3 +184,26 @@ class VideoArrayStore:
 
     def is_committed(self, video_id: str) -> bool:
         return self.markers.is_committed(video_id)
+
+
+@dataclass(frozen=True)
+class _LazyArrays(Mapping[str, zarr.Array]):
+    """What :meth:`VideoArrayStore.arrays` returns."""
+
+    store: VideoArrayStore
+    video_ids: tuple[str, ...]
+    members: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", frozenset(self.video_ids))
+
+    def __getitem__(self, video_id: str) -> zarr.Array:
+        if video_id not in self.members:
+            raise KeyError(video_id)
+        return self.store._open(video_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.video_ids)
+
+    def __len__(self) -> int:
+        return len(self.video_ids)

@@ -11,10 +11,28 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec options of every filesystem a run opens on ``url``: an object store's listings are not cached,
+    since other workers write to the same prefix (with s3fs's default cache, a commit marker written by
+    another process stayed invisible to ``ls``, ``exists`` and ``open`` of a process that had listed its
+    folder before). Credentials never come from here: fsspec and the store's SDK read them from the
+    environment (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``)."""
+    return {} if is_local(url) else {"use_listings_cache": False}
+
+
 def resolve(url: str) -> tuple[AbstractFileSystem, str]:
     """The filesystem holding ``url`` and the path inside it."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
     return fs, path
+
+
+def zarr_store(url: str) -> Any:
+    """What zarr opens ``url`` from: the path itself, or an fsspec store with :func:`storage_options`."""
+    if is_local(url):
+        return url
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(url, storage_options=storage_options(url))
 
 
 def join(url: str, *parts: str) -> str:

@@ -4,15 +4,39 @@ A video's array is written first and its commit marker last, so a reader that tr
 sees a half-written array; a crashed writer leaves no marker, and the video is recomputed (overwritten) on
 retry.
 Markers live outside the zarr stores, one small JSON file per video, so listing what is done is one ``ls``.
+
+A stage's index (``index.parquet`` beside the markers) holds every committed video's compact record (its
+identity and shape), written by the stage's run when it ends and removed when the next run of the stage (or a
+repair) starts changing markers: downstream stages read one file for the fingerprints of N videos instead of N
+markers (one GET each on an object store). Where the index is absent or lacks a video, its marker is read.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from motionfit.storage import fs
+from motionfit.storage.tables import read_table, write_table
+
+
+def identity_of(record: Mapping[str, Any]) -> str | float:
+    """What a downstream key records of a committed output: its checksum (the data itself, so an identical
+    recomputation changes nothing downstream), or, for commits made before checksums, its time."""
+    return record.get("checksum", record["time"])
+
+
+def compact_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a commit record the stage index keeps: identity, shape and the ``frames`` count."""
+    compact = {"identity": identity_of(record), "shape": record.get("shape")}
+    if "frames" in record:
+        compact["frames"] = record["frames"]
+    return compact
 
 
 @dataclass(frozen=True)
@@ -36,10 +60,11 @@ class StageMarkers:
         fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), payload)
         fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
 
-    def annotate(self, video_id: str, **fields: Any) -> None:
-        """Add ``fields`` to the commit record of the committed ``video_id``."""
-        info = self.committed_info(video_id)
-        fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), {**info, **fields})
+    def annotate(self, video_id: str, **fields: Any) -> dict[str, Any]:
+        """Add ``fields`` to the commit record of the committed ``video_id``; returns the new record."""
+        record = {**self.committed_info(video_id), **fields}
+        fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), record)
+        return record
 
     def fail(self, video_id: str, error: str) -> None:
         """Record that ``video_id`` failed with ``error`` (it stays uncommitted and is retried next run)."""
@@ -66,11 +91,44 @@ class StageMarkers:
             return None
 
     def identity(self, video_id: str) -> str | float | None:
-        """What a downstream key records of this stage's output of ``video_id``: its checksum (the data
-        itself, so an identical recomputation changes nothing downstream), or, for commits made before
-        checksums, its time; ``None`` when it is not committed."""
+        """:func:`identity_of` this stage's output of ``video_id``; ``None`` when it is not committed."""
         record = self.commit_record(video_id)
-        return None if record is None else record.get("checksum", record["time"])
+        return None if record is None else identity_of(record)
+
+    @property
+    def index_url(self) -> str:
+        return fs.join(self.root, "_markers", self.stage, "index.parquet")
+
+    def write_index(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record ``{video_id: compact_record}`` of every committed video as the stage's index."""
+        rows = [{"video_id": v, "record": json.dumps(dict(r))} for v, r in sorted(records.items())]
+        write_table(self.index_url, pd.DataFrame(rows, columns=["video_id", "record"]))
+
+    def drop_index(self) -> None:
+        """Remove the index before markers change (a stage run, a repair), so it is never stale."""
+        fs.remove(self.index_url)
+
+    def compact_records(self, video_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """:func:`compact_record` of each committed video of ``video_ids``: one read of the index, and one
+        marker read per video it lacks (uncommitted videos are left out)."""
+        try:
+            index = read_table(self.index_url)
+        except FileNotFoundError:
+            index = pd.DataFrame(columns=["video_id", "record"])
+        known = dict(zip(index["video_id"], index["record"], strict=True))
+        records = {}
+        for video_id in video_ids:
+            if video_id in known:
+                records[video_id] = json.loads(known[video_id])
+            elif (record := self.commit_record(video_id)) is not None:
+                records[video_id] = compact_record(record)
+        return records
+
+    def identities(self, video_ids: Iterable[str]) -> dict[str, str | float | None]:
+        """:meth:`identity` of each of ``video_ids`` (``None`` where uncommitted), from the index."""
+        video_ids = list(video_ids)
+        records = self.compact_records(video_ids)
+        return {v: records[v]["identity"] if v in records else None for v in video_ids}
 
     def failures(self) -> dict[str, str]:
         """``{video_id: error}`` of the videos whose last attempt failed."""

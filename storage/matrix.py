@@ -15,6 +15,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from motionfit.storage import fs
+
 VECTORS = "vectors"
 VIDEO_ID = "video_id"
 
@@ -44,7 +46,7 @@ def write_video_matrix(
     array = np.ascontiguousarray(array)
     if array.ndim != 2 or array.shape[0] != len(video_ids):
         raise ValueError(f"matrix {url}: {array.shape} rows do not match {len(video_ids)} video ids")
-    group = zarr.open_group(store=url, mode="w", zarr_format=3)
+    group = zarr.open_group(store=fs.zarr_store(url), mode="w", zarr_format=3)
     vectors = group.create_array(
         VECTORS,
         shape=array.shape,
@@ -63,7 +65,7 @@ def write_video_matrix(
 
 def _open(url: str) -> zarr.Group:
     try:
-        node = zarr.open(store=url, mode="r", zarr_format=3)
+        node = zarr.open(store=fs.zarr_store(url), mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.NodeNotFoundError) as error:
         raise FileNotFoundError(f"matrix {url} does not exist") from error
     if not isinstance(node, zarr.Group) or VIDEO_ID not in node:

@@ -60,6 +60,8 @@ def verify_store(store: VideoArrayStore, read_data: bool = True) -> list[Damage]
 
 def uncommit_damaged(store: VideoArrayStore, damaged: list[Damage]) -> None:
     """Uncommit the ``damaged`` videos of ``store`` and record why, so the next run recomputes them."""
+    if damaged:
+        store.markers.drop_index()
     for damage in damaged:
         store.markers.uncommit(damage.video_id)
         store.markers.fail(damage.video_id, f"verify: {damage.path}: {damage.problem}")

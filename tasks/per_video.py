@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from motionfit.storage.markers import StageMarkers
+from motionfit.storage.markers import StageMarkers, compact_record
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,14 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VideoOutcome:
     """What happened to one video in one stage: ``status`` is ``done``, ``skipped`` (already committed) or
-    ``failed`` (``error`` says why); ``seconds`` is the compute time spent on it in this call."""
+    ``failed`` (``error`` says why); ``seconds`` is the compute time spent on it in this call; ``record`` is
+    the compact commit record of a committed video (for the stage's index)."""
 
     video_id: str
     status: str
     error: str | None = None
     seconds: float = 0.0
+    record: dict[str, Any] | None = None
 
 
 def inputs_key(*parts: Any) -> str:
@@ -76,14 +78,16 @@ def map_videos(
         record = markers.commit_record(video_id)  # one read per video: a batch never lists the stage
         if record is not None:
             if key is None or record.get("inputs_key") == key:
-                outcomes.append(VideoOutcome(video_id, "skipped"))
+                outcomes.append(VideoOutcome(video_id, "skipped", record=compact_record(record)))
                 continue
             markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed
         start = time.perf_counter()
         try:
             process(video_id)
-            if key is not None:
-                markers.annotate(video_id, inputs_key=key)
+            if key is None:
+                record = markers.committed_info(video_id)
+            else:
+                record = markers.annotate(video_id, inputs_key=key)
         except Exception as error:  # one bad video must not stop the batch; a failing store or network must
             if is_transient(error):
                 raise
@@ -92,5 +96,6 @@ def map_videos(
             markers.fail(video_id, message)
             outcomes.append(VideoOutcome(video_id, "failed", message, time.perf_counter() - start))
         else:
-            outcomes.append(VideoOutcome(video_id, "done", None, time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            outcomes.append(VideoOutcome(video_id, "done", None, seconds, compact_record(record)))
     return outcomes

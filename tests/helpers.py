@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,3 +137,65 @@ def save_teacher(layout: RunLayout, stage: str = "teacher") -> torch.nn.Module:
         {"model": network.state_dict(), "network_args": args, "config": TEACHER_CLIP, "epoch": 0},
     )
     return network
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalS3:
+    """A real S3 API on 127.0.0.1: moto's server (a dev dependency) in a process of its own, with ``bucket``
+    created; the standard AWS variables point fsspec, boto3 and subprocesses at it while it runs. Stopped by
+    its PID."""
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self.endpoint = f"http://127.0.0.1:{free_port()}"
+        self.environment = {
+            "AWS_ACCESS_KEY_ID": "motionfit-test",
+            "AWS_SECRET_ACCESS_KEY": "motionfit-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+        self._saved: dict[str, str | None] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self.client: Any = None
+
+    def __enter__(self) -> LocalS3:
+        port = self.endpoint.rsplit(":", 1)[1]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    self.__exit__()
+                    raise RuntimeError(f"moto's S3 server did not start on {self.endpoint}") from None
+                time.sleep(0.2)
+        for name, value in self.environment.items():
+            self._saved[name] = os.environ.get(name)
+            os.environ[name] = value
+        import boto3
+
+        self.client = boto3.client("s3")
+        self.client.create_bucket(Bucket=self.bucket)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if self._process is not None:
+            os.kill(self._process.pid, 15)
+            self._process.wait(timeout=30)

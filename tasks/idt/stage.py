@@ -19,7 +19,7 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
 
     In ``pipeline`` mode the stored TV-L1 flow (de-quantised with the bound it was stored with) replaces the
     reference's Farnebäck flow. Each video's array is ``[N, 436]`` (``config.dtype``); its attribute
-    ``counts_per_frame`` lists how many trajectories end on each frame.
+    ``counts_per_frame`` lists how many trajectories end on each frame, and ``frames`` counts the frames.
     """
     frames_store = layout.store("frames")
     flow_store = layout.store("flow")
@@ -35,7 +35,11 @@ def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfi
         output.write(
             video_id,
             result.trajectories.astype(config.dtype),
-            attrs={"counts_per_frame": result.counts_per_frame.tolist(), "mode": config.mode},
+            attrs={
+                "counts_per_frame": result.counts_per_frame.tolist(),
+                "frames": len(result.counts_per_frame),
+                "mode": config.mode,
+            },
         )
 
     def key_of(video_id: str) -> str:

@@ -16,6 +16,7 @@ from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
 from motionfit.flows.video_stages import TooManyFailuresError
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import load_manifest
+from motionfit.storage.tables import read_table
 from motionfit.tasks.data.ingest import synthetic_data_config
 from motionfit.tasks.data.preflight import DataProblems
 from motionfit.tasks.motion import tvl1
@@ -159,6 +160,11 @@ def test_flow_stage_resumes_exactly_the_missing_videos(
     assert resumed.committed_ids() == uninterrupted.committed_ids()
     for video_id in uninterrupted.committed_ids():
         np.testing.assert_array_equal(resumed.read(video_id), uninterrupted.read(video_id))
+    index = read_table(resumed.markers.index_url)
+    assert set(index["video_id"]) == resumed.committed_ids(), "the stage's index lists every commit"
+    assert resumed.markers.identities(index["video_id"]) == {
+        video_id: resumed.markers.identity(video_id) for video_id in index["video_id"]
+    }
 
 
 def test_a_new_flow_code_version_misses_the_batch_cache_and_recomputes_only_the_flow(
