@@ -22,10 +22,11 @@ from motionfit.tasks.training.config import (
 )
 from motionfit.tasks.training.finetune import CODE_VERSION as FINETUNE_CODE_VERSION
 from motionfit.tasks.training.finetune import finetune
+from motionfit.tasks.training.launch import train_in_processes
 from motionfit.tasks.training.pseudo_labels import CODE_VERSION as PSEUDO_LABEL_CODE_VERSION
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels, pseudo_label_accuracy
 from motionfit.tasks.training.students.trainer import CODE_VERSION as STUDENT_CODE_VERSION
-from motionfit.tasks.training.students.trainer import train_student
+from motionfit.tasks.training.students.trainer import DATA_PARALLEL_OBJECTIVES, train_student
 from motionfit.tasks.training.supervised_labels import write_supervised_labels
 from motionfit.tasks.training.teacher import CODE_VERSION as TEACHER_CODE_VERSION
 from motionfit.tasks.training.teacher import train_teacher
@@ -53,12 +54,23 @@ def _manifest_fingerprint(layout: RunLayout) -> Any:
 
 
 @task(name="teacher-train", tags=GPU_TAGS)
-def teacher_task(run_root: str, config: TeacherConfig, device: str, inputs: str) -> dict[str, Any]:
-    """Train the flow teacher on the labelled target (MotionFit's multi-clip loss); resumable."""
+def teacher_task(
+    run_root: str, config: TeacherConfig, device: str, inputs: str, processes: int = 1
+) -> dict[str, Any]:
+    """Train the flow teacher on the labelled target (MotionFit's multi-clip loss) on ``processes``
+    data-parallel processes; resumable."""
     layout = RunLayout(run_root)
-    manifest = load_manifest(layout)
-    on_epoch_end = _epoch_table(layout, TEACHER_STAGE).append
-    return train_teacher(layout, manifest, config, device, on_epoch_end, TEACHER_STAGE, inputs)
+    return train_in_processes(
+        train_teacher,
+        processes,
+        device,
+        _epoch_table(layout, TEACHER_STAGE).append,
+        layout=layout,
+        manifest=load_manifest(layout),
+        config=config,
+        stage=TEACHER_STAGE,
+        data_key=inputs,
+    )
 
 
 @task(name="pseudo-label", tags=GPU_TAGS)
@@ -78,23 +90,49 @@ def pseudo_label_task(run_root: str, config: PseudoLabelConfig, device: str, inp
 
 @task(name="student-train", tags=GPU_TAGS)
 def student_task(
-    run_root: str, config: StudentConfig, stage: str, device: str, inputs: str
+    run_root: str, config: StudentConfig, stage: str, device: str, inputs: str, processes: int = 1
 ) -> dict[str, Any]:
-    """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL); resumable."""
+    """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL) on ``processes``
+    data-parallel processes; resumable."""
     layout = RunLayout(run_root)
-    manifest = load_manifest(layout)
-    return train_student(layout, manifest, config, device, _epoch_table(layout, stage).append, stage, inputs)
+    return train_in_processes(
+        train_student,
+        processes,
+        device,
+        _epoch_table(layout, stage).append,
+        layout=layout,
+        manifest=load_manifest(layout),
+        config=config,
+        stage=stage,
+        data_key=inputs,
+    )
 
 
 @task(name="finetune", tags=GPU_TAGS)
 def finetune_task(
-    run_root: str, config: FinetuneConfig, init: str | None, stage: str, device: str, inputs: str
+    run_root: str,
+    config: FinetuneConfig,
+    init: str | None,
+    stage: str,
+    device: str,
+    inputs: str,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Fine-tune ``init`` (None: train from scratch) on the labelled target and score its test split."""
+    """Fine-tune ``init`` (None: train from scratch) on the labelled target on ``processes`` data-parallel
+    processes and score its test split."""
     layout = RunLayout(run_root)
-    manifest = load_manifest(layout)
-    return finetune(
-        layout, manifest, config, init, stage, device, "rgb", _epoch_table(layout, stage).append, inputs
+    return train_in_processes(
+        finetune,
+        processes,
+        device,
+        _epoch_table(layout, stage).append,
+        layout=layout,
+        manifest=load_manifest(layout),
+        config=config,
+        init_checkpoint=init,
+        stage_name=stage,
+        modality="rgb",
+        data_key=inputs,
     )
 
 
@@ -112,7 +150,8 @@ def teacher_flow(config: PipelineConfig) -> dict[str, Any]:
         "teacher", TEACHER_CODE_VERSION, _manifest_fingerprint(layout), _store_fingerprint(layout, "flow")
     )
     run = teacher_task.with_options(**stage_task_options(layout, config.runtime))
-    return run(layout.root, seeded(config.teacher, config), config.runtime.resolved_device(), inputs)
+    section = seeded(config.teacher, config)
+    return run(layout.root, section, config.runtime.resolved_device(), inputs, config.runtime.train_processes)
 
 
 @flow(name="pseudo-label")
@@ -177,7 +216,11 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
             )
         section = student_config(method, config, layout)
         inputs = student_inputs(method, layout, frames)
-        results[method.name] = run(layout.root, section, method.student_stage, device, inputs)
+        processes = config.runtime.train_processes
+        if processes > 1 and section.objective not in DATA_PARALLEL_OBJECTIVES:
+            logger.warning("student %s: objective %s trains in one process", method.name, section.objective)
+            processes = 1
+        results[method.name] = run(layout.root, section, method.student_stage, device, inputs, processes)
         logger.info("student %s: %s", method.name, results[method.name])
     return results
 
@@ -204,5 +247,7 @@ def finetune_flow(config: PipelineConfig) -> dict[str, Any]:
             manifest,
             init and content_fingerprint(init),
         )
-        results[method.name] = run(layout.root, section, init, method.finetune_stage, device, inputs)
+        stage = method.finetune_stage
+        processes = config.runtime.train_processes
+        results[method.name] = run(layout.root, section, init, stage, device, inputs, processes)
     return results

@@ -47,6 +47,14 @@ class RuntimeConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="GPU stages' device; auto = CUDA if present."
     )
+    train_processes: int = Field(
+        1,
+        ge=1,
+        description="Processes of each training stage (teacher, pseudo-label student, fine-tuning), one GPU "
+        "each on CUDA, training together with DistributedDataParallel: each takes an equal share of every "
+        "batch (batch_size stays the global batch, so it must be a multiple of this), batch norms see the "
+        "whole batch, and the result is that of one process. 1 trains in the stage task's process.",
+    )
     seed: int = Field(0, description="Global seed; every stage derives its own from it.")
 
     def resolved_device(self) -> str:

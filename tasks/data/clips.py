@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from motionfit.storage.arrays import VideoArrayStore
 from motionfit.storage.layout import RunLayout
@@ -389,6 +389,34 @@ def hash_seed(*parts: int) -> int:
     )
 
 
+class RankBatchSampler(Sampler):
+    """Batches of ``batch_size`` of ``sampler``'s pairs (the last partial batch dropped with ``drop_last``),
+    of which rank ``rank`` of ``world_size`` yields its contiguous share: items ``[r*b/W, (r+1)*b/W)`` of
+    every batch of b items. The ranks together see exactly the batches of one process, in its order."""
+
+    def __init__(
+        self, sampler: EpochSampler, batch_size: int, drop_last: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.batches = BatchSampler(sampler, batch_size, drop_last)
+        last = 0 if drop_last else len(sampler) % batch_size
+        if batch_size % world_size or last % world_size:
+            raise ValueError(
+                f"batches of {batch_size} items{f' (the last of {last})' if last else ''} cannot be split "
+                f"evenly across {world_size} training processes: batch_size (and the size of a data set "
+                "smaller than one batch) must be a multiple of the number of processes"
+            )
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.batches:
+            share = len(batch) // self.world_size
+            yield batch[self.rank * share : (self.rank + 1) * share]
+
+
 def _init_worker(worker_id: int) -> None:
     """One intra-op thread per loader worker (workers run in parallel with the training process)."""
     torch.set_num_threads(1)
@@ -402,20 +430,21 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` in ``sampler``'s order: ``num_workers`` persistent workers (one thread
-    each), pinned memory on CUDA. The loader has its own generator seeded from ``seed``: the workers' python,
+    each), pinned memory on CUDA; rank ``rank`` of ``world_size`` loads its share of each batch (see
+    :class:`RankBatchSampler`). The loader has its own generator seeded from ``seed``: the workers' python,
     numpy and torch generators are seeded from it, and creating an iterator never consumes the global torch
     RNG (which exact resumption restores). Items draw their augmentation from ``(seed, epoch, index)``."""
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_sampler=RankBatchSampler(sampler, batch_size, drop_last, rank, world_size),
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
         worker_init_fn=_init_worker if num_workers > 0 else None,
-        drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -439,6 +468,13 @@ class ClipLoader:
         return iter(self.loader)
 
 
+def _process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the ``torch.distributed`` process group, ``(0, 1)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def clip_loader(
     dataset: ClipDataset,
     batch_size: int,
@@ -451,10 +487,15 @@ def clip_loader(
 ) -> ClipLoader:
     """The loader of every training and inference stage: ``dataset`` in the order of an :class:`EpochSampler`
     seeded with ``seed`` (shuffled per epoch, or in order), batches of ``batch_size``. A shuffled (training)
-    loader drops its last partial batch when the data set holds more than one batch."""
+    loader drops its last partial batch when the data set holds more than one batch and, when several
+    processes train together (a ``torch.distributed`` process group), yields this rank's share of each batch;
+    an inference loader yields every item on every rank."""
     sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, num_samples=num_samples)
     drop_last = shuffle and len(dataset) > batch_size
-    loader = make_loader(dataset, batch_size, sampler, device, num_workers, drop_last=drop_last, seed=seed)
+    rank, world_size = _process_group() if shuffle else (0, 1)
+    loader = make_loader(
+        dataset, batch_size, sampler, device, num_workers, drop_last, seed, rank=rank, world_size=world_size
+    )
     return ClipLoader(dataset, sampler, loader)
 
 

@@ -30,6 +30,7 @@ from motionfit.tasks.data.clips import (
     video_clip_keys,
 )
 from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training import distributed
 from motionfit.tasks.training.config import FinetuneConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
@@ -213,11 +214,22 @@ def finetune(
         accuracy = 100.0 * (logits.argmax(dim=1) == batch["label"]).float().mean()
         return StepOutput(loss, {"train_top1": accuracy}, n_clips=logits.shape[0])
 
+    train_step = distributed.data_parallel(network, step, device)
+
     def run_epoch(epoch: int) -> dict[str, Any]:
         loader.set_epoch(epoch)
         per_iteration = None if config.schedule == "plateau" else scheduler
         metrics = train_one_epoch(
-            network, step, optimizer, per_iteration, loader, device, epoch, scaler, amp=amp, channels_last=amp
+            network,
+            train_step,
+            optimizer,
+            per_iteration,
+            loader,
+            device,
+            epoch,
+            scaler,
+            amp=amp,
+            channels_last=amp,
         )
         if config.schedule == "plateau":
             monitored = metrics["loss"]
@@ -257,12 +269,13 @@ def finetune(
             amp,
         )
         labels = test_videos.set_index("video_id").loc[video_ids, "label_index"].to_numpy()
-        write_table(
-            layout.test_predictions(stage_name),
-            pd.DataFrame(
-                {"video_id": video_ids, "label_index": labels, "probabilities": list(probabilities)}
-            ),
-        )
+        if distributed.is_main():
+            write_table(
+                layout.test_predictions(stage_name),
+                pd.DataFrame(
+                    {"video_id": video_ids, "label_index": labels, "probabilities": list(probabilities)}
+                ),
+            )
         summary.update(
             test_top1=float(100.0 * (probabilities.argmax(axis=1) == labels).mean()),
             n_test_videos=len(video_ids),

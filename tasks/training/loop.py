@@ -39,6 +39,7 @@ from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table, table_exists, write_table
 from motionfit.tasks.data.clips import ClipDataset, ClipLoader, clip_loader, video_clip_keys, video_means
 from motionfit.tasks.data.transforms import ClipTransform
+from motionfit.tasks.training import distributed
 from motionfit.tasks.training.config import RESUME_IGNORED_FIELDS, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -249,6 +250,8 @@ def train_one_epoch(
 
     ``step_fn(batch)`` gets the batch already on ``device`` and runs under autocast when ``amp``; the loop
     does the backward pass (through ``scaler``), the optimiser step and the per-iteration scheduler step.
+    When several processes train together (``step_fn`` from :func:`distributed.data_parallel`), the means
+    and the clip count are those of the whole batches, over every rank.
     """
     model.train()
     sums: dict[str, float] = {}
@@ -278,8 +281,11 @@ def train_one_epoch(
             logger.info("epoch %d step %d loss %.4f", epoch, n_steps, float(sums["loss"]) / n_steps)
     if n_steps == 0:
         raise ValueError(f"epoch {epoch}: the data loader yielded no batch (fewer items than one batch?)")
+    metrics = distributed.mean_over_ranks(
+        {name: float(total) / n_steps for name, total in sums.items()}, device
+    )
+    n_clips = distributed.sum_over_ranks(n_clips, device)
     seconds = time.perf_counter() - start
-    metrics = {name: float(total) / n_steps for name, total in sums.items()}
     metrics.update(
         lr=optimizer.param_groups[0]["lr"], steps=n_steps, seconds=seconds, clips_per_s=n_clips / seconds
     )
@@ -469,7 +475,8 @@ def fit(
     names the content of the stage's inputs (labels, clusters, initial weights): without it, a stage whose
     labels changed would resume from, and return, a network trained on the old ones. After each epoch the
     checkpoint and ``history.parquet`` are written and ``on_epoch_end(metrics)`` is called with ``stage``
-    and ``epoch`` added.
+    and ``epoch`` added; when several processes train together, rank 0 alone does so while the others wait,
+    and every rank resumes from the same checkpoint.
 
     Call it right after seeding and building ``state`` so that a fresh and a resumed run start alike.
     Returns the whole metrics history (one dict per epoch).
@@ -505,26 +512,28 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         metrics = {"stage": stage, "epoch": epoch, **run_epoch(epoch)}
         history.append(metrics)
-        save_checkpoint(
-            url,
-            {
-                "model": state.model.state_dict(),
-                "optimizer": state.optimizer.state_dict(),
-                "lr_scheduler": None if state.lr_scheduler is None else state.lr_scheduler.state_dict(),
-                "scaler": state.scaler.state_dict(),
-                "epoch": epoch,
-                "config": config_dict,
-                "data_key": data_key,
-                "rng_state": capture_rng_state(),
-                "network_args": state.network_args,
-                "network_prefix": state.network_prefix,
-            },
-        )
-        write_table(layout.history(stage), pd.DataFrame(history))
-        per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
-        logger.info(epoch_line(metrics, config.epochs, per_epoch * (config.epochs - epoch - 1)))
-        if on_epoch_end is not None:
-            on_epoch_end(dict(metrics))
+        if distributed.is_main():
+            save_checkpoint(
+                url,
+                {
+                    "model": state.model.state_dict(),
+                    "optimizer": state.optimizer.state_dict(),
+                    "lr_scheduler": None if state.lr_scheduler is None else state.lr_scheduler.state_dict(),
+                    "scaler": state.scaler.state_dict(),
+                    "epoch": epoch,
+                    "config": config_dict,
+                    "data_key": data_key,
+                    "rng_state": capture_rng_state(),
+                    "network_args": state.network_args,
+                    "network_prefix": state.network_prefix,
+                },
+            )
+            write_table(layout.history(stage), pd.DataFrame(history))
+            per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
+            logger.info(epoch_line(metrics, config.epochs, per_epoch * (config.epochs - epoch - 1)))
+            if on_epoch_end is not None:
+                on_epoch_end(dict(metrics))
+        distributed.barrier()
     return history
 
 

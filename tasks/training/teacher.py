@@ -28,6 +28,7 @@ from motionfit.tasks.data.clips import (
     video_clip_keys,
 )
 from motionfit.tasks.methods import TEACHER_STAGE
+from motionfit.tasks.training import distributed
 from motionfit.tasks.training.config import TeacherConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
@@ -122,10 +123,21 @@ def train_teacher(
         accuracy = 100.0 * (logits.mean(dim=1).argmax(dim=1) == batch["label"]).float().mean()
         return StepOutput(loss, {"train_video_top1": accuracy}, n_clips=clips.shape[0] * clips.shape[1])
 
+    train_step = distributed.data_parallel(model, step, device)
+
     def run_epoch(epoch: int) -> dict[str, Any]:
         train_loader.set_epoch(epoch)
         metrics = train_one_epoch(
-            model, step, optimizer, scheduler, train_loader, device, epoch, scaler, amp=amp, channels_last=amp
+            model,
+            train_step,
+            optimizer,
+            scheduler,
+            train_loader,
+            device,
+            epoch,
+            scaler,
+            amp=amp,
+            channels_last=amp,
         )
         if eval_loader is not None:
             scores = validate(model, eval_loader, device, "flow", amp, channels_last=amp)

@@ -26,6 +26,7 @@ from torch import nn
 from motionfit.models.video_net import VideoNet
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import ClipDataset, clip_loader
+from motionfit.tasks.training import distributed
 from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.loop import (
     EpochCallback,
@@ -80,6 +81,11 @@ def train_student(
     train = OBJECTIVES.get(config.objective)
     if train is None:
         raise ValueError(f"unknown student objective {config.objective!r}; known: {sorted(OBJECTIVES)}")
+    if distributed.world_size() > 1 and config.objective not in DATA_PARALLEL_OBJECTIVES:
+        raise ValueError(
+            f"student objective {config.objective!r} trains in one process (its memory bank or second "
+            f"network is not shared across ranks); data-parallel ones: {sorted(DATA_PARALLEL_OBJECTIVES)}"
+        )
     return train(layout, manifest, config, device, on_epoch_end, stage, data_key)
 
 
@@ -127,11 +133,13 @@ def train_single_network(
             loss = loss + config.lmcl_weight * motion_loss
         return StepOutput(loss, metrics, n_clips=clips.shape[0], after_update=after_update)
 
+    train_step = distributed.data_parallel(model, step, device)
+
     def run_epoch(epoch: int) -> dict[str, Any]:
         current_epoch[0] = epoch
         loader.set_epoch(epoch)
         metrics = train_one_epoch(
-            model, step, optimizer, scheduler, loader, device, epoch, scaler, amp=amp, channels_last=amp
+            model, train_step, optimizer, scheduler, loader, device, epoch, scaler, amp=amp, channels_last=amp
         )
         if setup.epoch_health is not None:
             metrics.update(setup.epoch_health(epoch, metrics))
@@ -162,3 +170,7 @@ OBJECTIVES: dict[str, StudentTrainer] = {
     "cmpl": train_cmpl,
 }
 """The student objectives by ``StudentConfig.objective``."""
+
+DATA_PARALLEL_OBJECTIVES = frozenset({"pseudo_labels"})
+"""The objectives that train on several processes (``runtime.train_processes``): the others update a memory
+bank, or pseudo-label with a second network, within one process."""
