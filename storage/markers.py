@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,17 @@ def compact_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class _Recording:
+    stage: tuple[str, str]
+    fields: dict[str, Any]
+    records: dict[str, dict[str, Any]]
+
+
+_RECORDING: ContextVar[_Recording | None] = ContextVar("motionfit_recording", default=None)
+"""The :meth:`StageMarkers.recording` block the current thread is in."""
+
+
+@dataclass(frozen=True)
 class StageMarkers:
     """Commit and failure markers of one stage under ``<run_root>/_markers/<stage>/``."""
 
@@ -55,16 +68,27 @@ class StageMarkers:
         return fs.join(self.root, "_markers", self.stage, "failed")
 
     def commit(self, video_id: str, info: dict[str, Any] | None = None) -> None:
-        """Mark ``video_id`` finished (clearing an earlier failure)."""
-        payload = {"video_id": video_id, "time": time.time(), **(info or {})}
+        """Mark ``video_id`` finished (clearing an earlier failure), with the fields of an enclosing
+        :meth:`recording` of this stage."""
+        recording = _RECORDING.get()
+        mine = recording is not None and recording.stage == (self.root, self.stage)
+        extra = recording.fields if mine else {}
+        payload = {"video_id": video_id, "time": time.time(), **(info or {}), **extra}
         fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), payload)
         fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
+        if mine:
+            recording.records[video_id] = payload
 
-    def annotate(self, video_id: str, **fields: Any) -> dict[str, Any]:
-        """Add ``fields`` to the commit record of the committed ``video_id``; returns the new record."""
-        record = {**self.committed_info(video_id), **fields}
-        fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), record)
-        return record
+    @contextmanager
+    def recording(self, **fields: Any) -> Iterator[dict[str, dict[str, Any]]]:
+        """Within the block, this stage's commits also record ``fields`` (in the same write); yields the
+        ``{video_id: record}`` of the commits made in it."""
+        recording = _Recording((self.root, self.stage), fields, {})
+        token = _RECORDING.set(recording)
+        try:
+            yield recording.records
+        finally:
+            _RECORDING.reset(token)
 
     def fail(self, video_id: str, error: str) -> None:
         """Record that ``video_id`` failed with ``error`` (it stays uncommitted and is retried next run)."""

@@ -83,11 +83,9 @@ def map_videos(
             markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed
         start = time.perf_counter()
         try:
-            process(video_id)
-            if key is None:
-                record = markers.committed_info(video_id)
-            else:
-                record = markers.annotate(video_id, inputs_key=key)
+            with markers.recording(**({} if key is None else {"inputs_key": key})) as commits:
+                process(video_id)
+            record = commits.get(video_id) or markers.committed_info(video_id)
         except Exception as error:  # one bad video must not stop the batch; a failing store or network must
             if is_transient(error):
                 raise
