@@ -5,11 +5,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL
 from prefect.states import State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -38,11 +42,17 @@ def build_task_runner(runtime: RuntimeConfig) -> TaskRunner:
         raise RuntimeError(
             "task_runner 'dask' needs the dask extra: pip install 'motionfit[dask]'"
         ) from error
+    if runtime.dask_cluster_class:
+        _check_cluster_class(runtime.dask_cluster_class)
+    if (runtime.dask_address or runtime.dask_cluster_class) and not PREFECT_API_URL.value():
+        raise ValueError(
+            "runtime.task_runner 'dask' on a cluster (dask_address or dask_cluster_class) needs a Prefect "
+            "server that its workers reach: start one and set PREFECT_API_URL (deploy/README.md); the "
+            "embedded server of a command listens on 127.0.0.1 of this machine only"
+        )
     if runtime.dask_address:
         return DaskTaskRunner(address=runtime.dask_address)
     if runtime.dask_cluster_class:
-        module, _, name = runtime.dask_cluster_class.rpartition(".")
-        getattr(importlib.import_module(module), name)  # fail early, naming the class, when it is missing
         return DaskTaskRunner(
             cluster_class=runtime.dask_cluster_class,
             cluster_kwargs=runtime.dask_cluster_kwargs,
@@ -51,16 +61,59 @@ def build_task_runner(runtime: RuntimeConfig) -> TaskRunner:
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(runtime))
 
 
+def _check_cluster_class(dotted: str) -> None:
+    """Fail before the run starts, naming the class, when ``dotted`` cannot be imported."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise RuntimeError(
+            f"runtime.dask_cluster_class {dotted!r} cannot be imported ({type(error).__name__}: {error}); "
+            "install its package: pip install 'motionfit[dask-slurm]' or 'motionfit[dask-kubernetes]'"
+        ) from error
+
+
+@contextmanager
+def cpu_task_runner(runtime: RuntimeConfig) -> Iterator[TaskRunner]:
+    """The task runner that every CPU stage of one pipeline run uses (:func:`build_task_runner`). A Dask
+    cluster that the runner starts (a local one, or ``dask_cluster_class``) is started once here and shared
+    by the stages, so a SLURM or Kubernetes cluster's workers are requested once per run, not once per
+    stage; it is closed on exit."""
+    runner = build_task_runner(runtime)
+    if runtime.task_runner != "dask" or runtime.dask_address:
+        yield runner
+        return
+    from prefect_dask import DaskTaskRunner
+
+    with runner:
+        yield DaskTaskRunner(address=runner.client.scheduler.address)
+
+
 def local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, Any]:
     """The local Dask cluster of a run without an address or cluster class: ``max_workers`` single-threaded
-    workers, scheduler and dashboard on the loopback interface only (Dask's dashboard listens on every
-    interface by default)."""
+    worker processes, scheduler and dashboard on the loopback interface only (Dask's dashboard listens on
+    every interface by default), each worker with :func:`worker_environment`."""
     return {
         "n_workers": runtime.max_workers,
+        "processes": True,
         "threads_per_worker": 1,
         "host": "127.0.0.1",
         "dashboard_address": "127.0.0.1:8787",  # another free port when that one is taken
+        "env": worker_environment(),
     }
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment of the local Dask cluster's worker processes: one OpenCV thread each (OpenCV starts one
+    per core in every process otherwise; Dask sets only the BLAS and OpenMP counts), and the Prefect API of
+    this process, also a command's embedded server, which the task runs' serialized settings do not name
+    (each worker would start a server of its own)."""
+    environment = {"OPENCV_FOR_THREADS_NUM": "1"}
+    context = FlowRunContext.get()
+    api_url = str(context.client.api_url) if context is not None else PREFECT_API_URL.value()
+    if api_url:
+        environment["PREFECT_API_URL"] = api_url
+    return environment
 
 
 def result_storage(layout: RunLayout) -> CheckedLocalFileSystem | CheckedRemoteFileSystem:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 import yaml
 from prefect import Flow, flow, get_run_logger
 from prefect.states import Completed
+from prefect.task_runners import TaskRunner
 
 from motionfit.config import STAGES, PipelineConfig, load_config, nested_overrides
 from motionfit.flows.evaluation import evaluate_flow
-from motionfit.flows.execution import build_task_runner
+from motionfit.flows.execution import cpu_task_runner
 from motionfit.flows.preprocess import decode_flow, ingest_flow, publish_manifest_summary, tvl1_flow
 from motionfit.flows.prior import cluster_flow, fv_encode_flow, fv_fit_flow, idt_flow
 from motionfit.flows.runs import crash_stale_runs, record_root_run
@@ -67,10 +69,11 @@ def save_run_config(config: PipelineConfig) -> None:
     fs.write_bytes_atomic(layout.run_config, payload)
 
 
-def run_stage(stage: str, config: PipelineConfig) -> Any:
+def run_stage(stage: str, config: PipelineConfig, cpu_runner: TaskRunner | None) -> Any:
+    """Run ``stage``'s flow on ``config``; a CPU stage maps its batches on ``cpu_runner``."""
     stage_flow: Flow = STAGE_FLOWS[stage]
     if stage in CPU_STAGES:
-        stage_flow = stage_flow.with_options(task_runner=build_task_runner(config.runtime))
+        stage_flow = stage_flow.with_options(task_runner=cpu_runner)
     return stage_flow(config)
 
 
@@ -102,13 +105,20 @@ def _run_stages(config: PipelineConfig, layout: RunLayout, stages: list[str]) ->
     results: dict[str, Any] = {}
     failures: list[str] = []
     state, error = "Running", None
+    last_cpu_stage = next((stage for stage in reversed(stages) if stage in CPU_STAGES), None)
     try:
-        for number, stage in enumerate(stages, start=1):
-            logger.info("stage %d/%d: %s", number, len(stages), stage)
-            results[stage] = run_stage(stage, config)
-            if stage == "ingest" or stage in CPU_STAGES:
-                failed = require_failure_fraction(stage, layout, config.runtime.max_failed_fraction)
-                failures += [failed] if failed else []
+        with ExitStack() as cpu_stages:  # the CPU stages' runner (a Dask cluster) from the first to the last
+            cpu_runner: TaskRunner | None = None
+            for number, stage in enumerate(stages, start=1):
+                logger.info("stage %d/%d: %s", number, len(stages), stage)
+                if stage in CPU_STAGES and cpu_runner is None:
+                    cpu_runner = cpu_stages.enter_context(cpu_task_runner(config.runtime))
+                results[stage] = run_stage(stage, config, cpu_runner)
+                if stage == "ingest" or stage in CPU_STAGES:
+                    failed = require_failure_fraction(stage, layout, config.runtime.max_failed_fraction)
+                    failures += [failed] if failed else []
+                if stage == last_cpu_stage:
+                    cpu_stages.close()
         state = "Completed with failures" if failures else "Completed"
     except BaseException as exc:
         state, error = f"Failed at {stage}", f"{type(exc).__name__}: {exc}"

@@ -1,4 +1,4 @@
-"""How the flows execute: the local Dask cluster a run starts."""
+"""How the flows execute: the local Dask cluster a run starts, stage task options."""
 
 from __future__ import annotations
 
@@ -27,6 +27,14 @@ def test_the_local_dask_cluster_listens_on_the_loopback_interface_only() -> None
         assert _listening_hosts(dashboard.port) == {"127.0.0.1"}, "the dashboard must not listen on 0.0.0.0"
         assert _listening_hosts(scheduler.port) == {"127.0.0.1"}
         assert len(cluster.workers) == 1
+        with distributed.Client(cluster) as client:
+            assert set(client.run(_opencv_threads).values()) == {1}, "one OpenCV thread per worker process"
+
+
+def _opencv_threads() -> int:
+    import cv2
+
+    return cv2.getNumThreads()
 
 
 def test_stage_tasks_retry_transient_errors_only(prefect_server, tmp_path) -> None:
