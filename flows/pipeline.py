@@ -11,6 +11,7 @@ from prefect.states import Completed
 from prefect.task_runners import TaskRunner
 
 from motionfit.config import STAGES, PipelineConfig, load_config, nested_overrides
+from motionfit.flows.credentials import export_storage_secret
 from motionfit.flows.evaluation import evaluate_flow
 from motionfit.flows.execution import cpu_task_runner
 from motionfit.flows.preprocess import decode_flow, ingest_flow, publish_manifest_summary, tvl1_flow
@@ -90,6 +91,11 @@ def pipeline_flow(
     the run, also when a stage fails. Returns each stage's summary, or a Completed state named "Completed
     with failures" that carries them when videos failed within ``runtime.max_failed_fraction`` (a re-run or
     ``prefect flow-run retry`` retries exactly those)."""
+    exported = export_storage_secret(config.runtime.storage_secret)
+    if exported:
+        get_run_logger().info(
+            "storage credentials from Prefect block %s: %s", config.runtime.storage_secret, exported
+        )
     layout = RunLayout.at(config.run_root)
     stages = selected_stages(config, until, only, start)
     with holding(layout.lock, wait=wait):

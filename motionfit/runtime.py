@@ -44,6 +44,13 @@ class RuntimeConfig(BaseModel):
         "checkpoint.",
     )
     retry_delay_seconds: float = Field(30.0, ge=0, description="Wait before each retry.")
+    storage_secret: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the object store's environment variables as "
+        "JSON (AWS_ACCESS_KEY_ID, ...), set in the run's processes when it starts; unset, credentials come "
+        "from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*). Never the secrets "
+        "themselves: config files are stored in the run root.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="GPU stages' device; auto = CUDA if present."
     )

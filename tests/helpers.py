@@ -155,8 +155,8 @@ class LocalS3:
         self.bucket = bucket
         self.endpoint = f"http://127.0.0.1:{free_port()}"
         self.environment = {
-            "AWS_ACCESS_KEY_ID": "motionfit-test",
-            "AWS_SECRET_ACCESS_KEY": "motionfit-test",
+            "AWS_ACCESS_KEY_ID": "local-s3-key",
+            "AWS_SECRET_ACCESS_KEY": "local-s3-secret",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": self.endpoint,
         }

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 from helpers import LocalS3
+from prefect.blocks.system import Secret
+from prefect.settings import PREFECT_API_URL
 
 from motionfit.config import PipelineConfig
 from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
@@ -79,10 +81,16 @@ def test_a_run_on_s3_equals_a_local_run_and_a_second_process_resumes_it(
     assert first["done"] == 3 and first["failed"] > 0
     decoded, flowed = _commit_times(layout, "decode"), _commit_times(layout, "flow")
 
-    # A second worker: another process, another (embedded) Prefect server, the same bucket.
+    # A second worker: another process on the same server, with the store's credentials from a Prefect
+    # Secret block rather than its environment (nor the config file, which names only the block).
+    Secret(value=s3.environment).save("motionfit-test-s3", overwrite=True)
+    resumed = remote.model_copy(
+        update={"runtime": remote.runtime.model_copy(update={"storage_secret": "motionfit-test-s3"})}
+    )
     config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump(remote.model_dump(mode="json")))
-    env = {**os.environ, **s3.environment, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    config_file.write_text(yaml.safe_dump(resumed.model_dump(mode="json")))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     result = subprocess.run(
         [sys.executable, "-m", "motionfit.cli", "run", str(config_file), "--until", "flow"],
         env=env,
@@ -91,6 +99,9 @@ def test_a_run_on_s3_equals_a_local_run_and_a_second_process_resumes_it(
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    secret = s3.environment["AWS_SECRET_ACCESS_KEY"]
+    stored_config = s3.client.get_object(Bucket=BUCKET, Key="runs/micro/config.yaml")["Body"].read().decode()
+    assert "motionfit-test-s3" in stored_config and secret not in stored_config + config_file.read_text()
 
     assert _commit_times(layout, "decode") == decoded, "no decoded video was decoded again"
     after = _commit_times(layout, "flow")
