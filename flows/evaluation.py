@@ -9,9 +9,9 @@ from prefect import flow, task
 from motionfit.config import PipelineConfig
 from motionfit.flows.artifacts import publish_image, publish_markdown, publish_table, run_key
 from motionfit.storage.layout import RunLayout
-from motionfit.storage.manifest import load_manifest
+from motionfit.storage.manifest import left_out_videos, load_manifest
 from motionfit.tasks.evaluation.metrics import append_metrics
-from motionfit.tasks.evaluation.report import ReportContext, write_report
+from motionfit.tasks.evaluation.report import LISTED_VIDEOS, ReportContext, write_report
 from motionfit.tasks.evaluation.stage import evaluate_run
 
 
@@ -19,9 +19,11 @@ from motionfit.tasks.evaluation.stage import evaluate_run
 def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
     """Evaluate the trained methods, merge the rows into metrics.parquet, write report.md and publish them."""
     layout = RunLayout(run_root)
+    manifest = load_manifest(layout)
+    left_out = left_out_videos(manifest)
     result = evaluate_run(
         layout,
-        load_manifest(layout),
+        manifest,
         list(config.methods),
         config,
         config.runtime.resolved_device(),
@@ -41,6 +43,8 @@ def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
         methods=tuple(config.methods),
         test_videos=result.test_videos,
         listed_test_videos=result.listed_test_videos,
+        left_out=tuple(left_out.head(LISTED_VIDEOS).fillna("").to_dict("records")),
+        n_left_out=len(left_out),
     )
     markdown = write_report(layout, context)
     publish_table(run_key(layout.root, "metrics"), metrics, f"All metrics of {layout.root} (long form)")

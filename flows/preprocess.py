@@ -25,7 +25,7 @@ from motionfit.tasks.data.decode import CODE_VERSION as DECODE_CODE_VERSION
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
 from motionfit.tasks.data.leaks import split_leaks
-from motionfit.tasks.data.preflight import DataProblems, manifest_problems
+from motionfit.tasks.data.preflight import DataProblems, frames_needed, manifest_problems
 from motionfit.tasks.data.synth import generate_dataset
 from motionfit.tasks.methods import METHODS
 from motionfit.tasks.motion.config import FlowConfig
@@ -55,11 +55,12 @@ def publish_manifest_summary(layout: RunLayout) -> pd.DataFrame:
 
 
 def merge_previous_status(manifest: pd.DataFrame, layout: RunLayout) -> pd.DataFrame:
-    """Carry the stage status columns of an existing manifest over to a re-ingested one."""
+    """Carry the stage status columns (and the exclusion reasons) of an existing manifest over to a
+    re-ingested one."""
     if not manifest_exists(layout):
         return manifest
     previous = load_manifest(layout)
-    keep = ["video_id", *(c for c in previous.columns if c.startswith("status_"))]
+    keep = ["video_id", *(c for c in previous.columns if c.startswith("status_") or c == "exclusion")]
     return manifest.merge(previous[keep], on="video_id", how="left")
 
 
@@ -97,8 +98,14 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
 
 @flow(name="decode")
 def decode_flow(config: PipelineConfig) -> Any:
-    """Decode every ingested video into frames.zarr, in batches on the configured task runner."""
+    """Decode every ingested video into frames.zarr, in batches on the configured task runner; a video with
+    fewer frames than the run needs (:func:`frames_needed`) or smaller than ``decode.min_side`` is excluded.
+    Then refuse the run, one line per problem, when the decoded videos cannot serve its methods."""
     layout = RunLayout.at(config.run_root)
+    needed, needed_by = frames_needed(config)
+    get_run_logger().info(
+        "decode: a video needs %d frames (%s); shorter ones are excluded", needed, needed_by
+    )
     videos = usable_videos(load_manifest(layout))
     items = list(zip(videos["video_id"], videos["path"], strict=True))
     summary = run_video_stage(
@@ -108,10 +115,18 @@ def decode_flow(config: PipelineConfig) -> Any:
         items,
         list(videos["video_id"]),
         lambda item: (item[0], file_fingerprint(item[1])),
-        config.decode,
+        config.decode.model_copy(update={"min_frames": needed}),
         config.runtime,
         DECODE_CODE_VERSION,
     )
+    methods = [METHODS[name] for name in config.methods]
+    problems = manifest_problems(load_manifest(layout), methods, config.cluster.n_clusters, ("decode",))
+    if problems:
+        listed = "\n- ".join(problems)
+        raise DataProblems(
+            f"the decoded videos of {config.run_root} cannot serve the run's methods (a video needs {needed} "
+            f"frames: {needed_by}; motionfit status lists the excluded and failed videos):\n- {listed}"
+        )
     return stage_state("decode", summary)
 
 

@@ -8,17 +8,9 @@ from prefect.settings import PREFECT_UI_URL
 from motionfit.flows.artifacts import publish_markdown, run_key
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
-from motionfit.storage.manifest import load_manifest, manifest_exists, stage_summary
+from motionfit.storage.manifest import left_out_videos, load_manifest, manifest_exists, stage_summary
 from motionfit.tasks.evaluation.metrics import read_metrics
-from motionfit.tasks.evaluation.report import markdown_table
-
-LISTED_VIDEOS = 50
-"""Failed or missing videos listed by name in the summary (``motionfit status`` lists them all)."""
-
-
-def failed_videos(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Every video with an error in ``manifest`` (missing at ingest or failed a stage) and its reason."""
-    return manifest[manifest["error"].notna()][["video_id", "dataset", "split", "error"]]
+from motionfit.tasks.evaluation.report import left_out_section, markdown_table
 
 
 def _artifact_link(key: str) -> str:
@@ -29,8 +21,8 @@ def _artifact_link(key: str) -> str:
 def run_summary_markdown(
     layout: RunLayout, name: str, stages: list[str], state: str, seed: int, error: str | None = None
 ) -> str:
-    """The summary of a run root after (or during) a flow run: state, videos per stage, failed videos with
-    their reasons, test top-1 per method and where the report is."""
+    """The summary of a run root after (or during) a flow run: state, videos per stage, missing, failed and
+    excluded videos with their reasons, test top-1 per method and where the report is."""
     lines = [f"# motionfit run {name}: {state}", "", f"Run root: `{layout.root}`", ""]
     lines += [f"Stages of this flow run: {', '.join(stages)}.", ""]
     if error:
@@ -38,15 +30,7 @@ def run_summary_markdown(
     manifest = load_manifest(layout) if manifest_exists(layout) else None
     if manifest is not None:
         lines += ["## Videos per stage", "", markdown_table(stage_summary(manifest)), ""]
-    failed = failed_videos(manifest) if manifest is not None else []
-    if len(failed):
-        more = len(failed) - LISTED_VIDEOS
-        lines += [
-            f"## Failed or missing videos ({len(failed)})",
-            "",
-            markdown_table(failed.head(LISTED_VIDEOS)),
-        ]
-        lines += ["", f"... and {more} more (`motionfit status {layout.root}`)." if more > 0 else "", ""]
+        lines += left_out_section(left_out_videos(manifest), layout.root)
     metrics = read_metrics(layout)
     top1 = metrics[(metrics["metric"] == "top1") & (metrics["seed"] == seed) & (metrics["split"] == "test")]
     if len(top1):

@@ -49,7 +49,8 @@ LISTED_FAILURES = 10
 def require_failure_fraction(stage: str, layout: RunLayout, max_fraction: float) -> str | None:
     """Raise :class:`TooManyFailuresError` when more than ``max_fraction`` of the videos ``stage`` was asked
     to process failed (at ``ingest``: of the listed videos, those missing or unreadable), naming them and
-    their reasons; otherwise return how many failed (``None`` when none did) and log it."""
+    their reasons; otherwise return how many failed (``None`` when none did) and log it. Excluded videos (too
+    short or too small for the run) are neither failures nor counted among the videos asked."""
     manifest = load_manifest(layout)
     if stage == "ingest":
         asked, failed = manifest, manifest[manifest["status"] != "ok"]
@@ -57,7 +58,7 @@ def require_failure_fraction(stage: str, layout: RunLayout, max_fraction: float)
         column = status_column(stage)
         if column not in manifest:
             return None
-        asked = manifest[manifest[column].notna()]
+        asked = manifest[manifest[column].notna() & manifest[column].ne("excluded")]
         failed = asked[asked[column] == "failed"]
     if len(failed) == 0:
         return None
@@ -106,8 +107,8 @@ def run_video_stage(
     ``<run>-<stage>-progress`` (and, on a terminal, a progress bar) follows the batches, and each batch is
     logged; the manifest's ``status_<stage>`` is refreshed from the commit markers, and the stage's index of
     commit records (:class:`StageMarkers`) is written from the batches' results. Returns counts of videos
-    ``done`` and ``failed`` in this stage (from the markers), of videos ``computed`` by this run and
-    ``skipped`` as committed before, and of ``failed_batches`` and ``cached_batches``.
+    ``done``, ``excluded`` and ``failed`` in this stage (from the markers), of videos ``computed`` by this run
+    and ``skipped`` as committed before, and of ``failed_batches`` and ``cached_batches``.
     """
     logger = get_run_logger()
     markers = layout.markers(stage)
@@ -145,7 +146,13 @@ def run_video_stage(
             logger.info("%s: cached, its %d videos were committed before", position, len(result))
         else:
             outcome = Counter(record["status"] for record in result)
-            logger.info("%s: %d done, %d already committed", position, outcome["done"], outcome["skipped"])
+            logger.info(
+                "%s: %d done, %d already committed, %d excluded",
+                position,
+                outcome["done"],
+                outcome["skipped"],
+                outcome["excluded"],
+            )
         if not isinstance(result, BaseException):
             records.update((r["video_id"], r["record"]) for r in result if r.get("record") is not None)
         progress.advance()
@@ -160,6 +167,7 @@ def run_video_stage(
     statuses = manifest.loc[manifest["video_id"].isin(set(video_ids)), f"status_{stage}"]
     summary = {
         "done": int((statuses == "done").sum()),
+        "excluded": int((statuses == "excluded").sum()),
         "failed": int((statuses == "failed").sum()),
         "computed": int((statuses == "done").sum()) - committed_before,
         "skipped": committed_before,
@@ -167,12 +175,14 @@ def run_video_stage(
         "cached_batches": counts["cached_batches"],
     }
     logger.info(
-        "%s: %d of %d videos done (%d computed now, %d committed before), %d failed; %d of %d batches cached",
+        "%s: %d of %d videos done (%d computed now, %d committed before), %d excluded, %d failed; "
+        "%d of %d batches cached",
         stage,
         summary["done"],
         len(video_ids),
         summary["computed"],
         summary["skipped"],
+        summary["excluded"],
         summary["failed"],
         summary["cached_batches"],
         len(groups),

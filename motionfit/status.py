@@ -6,7 +6,7 @@ import pandas as pd
 
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
-from motionfit.storage.manifest import load_manifest, manifest_exists, stage_summary
+from motionfit.storage.manifest import left_out_videos, load_manifest, manifest_exists, stage_summary
 
 
 def _text_table(table: pd.DataFrame) -> str:
@@ -54,14 +54,14 @@ def planned_epochs(layout: RunLayout) -> dict[str, int]:
 
 
 def live_video_counts(layout: RunLayout, n_videos: int) -> pd.DataFrame:
-    """Committed and failed videos per per-video stage, read from the commit markers (current even while a
+    """Committed, excluded and failed videos per per-video stage, read from the markers (current even while a
     stage runs, unlike the manifest's status columns, which a stage refreshes when it ends)."""
     rows = []
     for stage in ("decode", "flow", "idt"):
         markers = layout.markers(stage)
-        committed, failed = len(markers.committed_ids()), len(markers.failures())
-        rows.append((stage, committed, failed, max(n_videos - committed - failed, 0)))
-    return pd.DataFrame(rows, columns=["stage", "committed", "failed", "not yet"])
+        counts = [len(markers.committed_ids()), len(markers.exclusions()), len(markers.failures())]
+        rows.append((stage, *counts, max(n_videos - sum(counts), 0)))
+    return pd.DataFrame(rows, columns=["stage", "committed", "excluded", "failed", "not yet"])
 
 
 def last_flow_run(layout: RunLayout) -> str | None:
@@ -84,7 +84,8 @@ def last_flow_run(layout: RunLayout) -> str | None:
 
 
 def render_status(run_root: str) -> str:
-    """Videos per stage and status (from the manifest), the failures, and the run-level outputs."""
+    """Videos per stage and status (from the manifest), every missing, failed and excluded video with its
+    reason, and the run-level outputs."""
     layout = RunLayout.at(run_root)
     if not manifest_exists(layout):
         return f"{layout.root}: no manifest yet (the ingest stage has not run)"
@@ -98,9 +99,9 @@ def render_status(run_root: str) -> str:
         "per-video stages now (commit markers):",
         _text_table(live_video_counts(layout, int((manifest["status"] == "ok").sum()))),
     ]
-    failed = manifest[manifest["error"].notna()][["video_id", "error"]]
-    if len(failed):
-        parts += ["", f"videos with errors ({len(failed)}):", _text_table(failed.head(20))]
+    left_out = left_out_videos(manifest)[["video_id", "outcome", "reason"]]
+    if len(left_out):
+        parts += ["", f"missing, failed and excluded videos ({len(left_out)}):", _text_table(left_out)]
     parts += ["", "run outputs:", _text_table(run_outputs(layout))]
     flow_run = last_flow_run(layout)
     return "\n".join([*parts, "", flow_run] if flow_run else parts)

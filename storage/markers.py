@@ -1,4 +1,4 @@
-"""Per-video commit and failure markers: the only source of truth for what a stage has finished.
+"""Per-video commit, exclusion and failure markers: the only source of truth for what a stage has finished.
 
 A video's array is written first and its commit marker last, so a reader that trusts only committed ids never
 sees a half-written array; a crashed writer leaves no marker, and the video is recomputed (overwritten) on
@@ -67,15 +67,20 @@ class StageMarkers:
     def _failed_dir(self) -> str:
         return fs.join(self.root, "_markers", self.stage, "failed")
 
+    @property
+    def _excluded_dir(self) -> str:
+        return fs.join(self.root, "_markers", self.stage, "excluded")
+
     def commit(self, video_id: str, info: dict[str, Any] | None = None) -> None:
-        """Mark ``video_id`` finished (clearing an earlier failure), with the fields of an enclosing
-        :meth:`recording` of this stage."""
+        """Mark ``video_id`` finished (clearing an earlier failure or exclusion), with the fields of an
+        enclosing :meth:`recording` of this stage."""
         recording = _RECORDING.get()
         mine = recording is not None and recording.stage == (self.root, self.stage)
         extra = recording.fields if mine else {}
         payload = {"video_id": video_id, "time": time.time(), **(info or {}), **extra}
         fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), payload)
         fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
+        fs.remove(fs.join(self._excluded_dir, f"{video_id}.json"))
         if mine:
             recording.records[video_id] = payload
 
@@ -94,6 +99,28 @@ class StageMarkers:
         """Record that ``video_id`` failed with ``error`` (it stays uncommitted and is retried next run)."""
         payload = {"video_id": video_id, "time": time.time(), "error": error}
         fs.write_json_atomic(fs.join(self._failed_dir, f"{video_id}.json"), payload)
+        fs.remove(fs.join(self._excluded_dir, f"{video_id}.json"))
+
+    def exclude(self, video_id: str, reason: str, inputs_key: str | None = None) -> None:
+        """Record that ``video_id`` cannot serve the run, and why (clearing an earlier failure); with the
+        ``inputs_key`` it was judged on, so a changed file or config judges it again."""
+        payload = {"video_id": video_id, "time": time.time(), "reason": reason, "inputs_key": inputs_key}
+        fs.write_json_atomic(fs.join(self._excluded_dir, f"{video_id}.json"), payload)
+        fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
+
+    def exclusion_record(self, video_id: str) -> dict[str, Any] | None:
+        """The exclusion record of ``video_id`` (``reason``, ``inputs_key``), or None; one read, no list."""
+        try:
+            return fs.read_json(fs.join(self._excluded_dir, f"{video_id}.json"))
+        except FileNotFoundError:
+            return None
+
+    def exclusions(self) -> dict[str, str]:
+        """``{video_id: reason}`` of the excluded videos."""
+        return {
+            video_id: fs.read_json(fs.join(self._excluded_dir, f"{video_id}.json"))["reason"]
+            for video_id in fs.list_names(self._excluded_dir, ".json")
+        }
 
     def uncommit(self, video_id: str) -> None:
         fs.remove(fs.join(self._committed_dir, f"{video_id}.json"))

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VideoOutcome:
-    """What happened to one video in one stage: ``status`` is ``done``, ``skipped`` (already committed) or
+    """What happened to one video in one stage: ``status`` is ``done``, ``skipped`` (already committed),
+    ``excluded`` (the input cannot serve the run, now or as recorded before: ``reason`` says why) or
     ``failed`` (``error`` says why); ``seconds`` is the compute time spent on it in this call; ``record`` is
     the compact commit record of a committed video (for the stage's index)."""
 
@@ -35,6 +36,13 @@ class VideoOutcome:
     error: str | None = None
     seconds: float = 0.0
     record: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+class VideoExcluded(ValueError):
+    """Raised by a stage for a readable video that the run cannot use (fewer frames than its clips, smaller
+    than ``decode.min_side``): a property of the input, recorded as excluded with this message as the reason,
+    not as a failure, and not retried while the video's inputs key is unchanged."""
 
 
 def inputs_key(*parts: Any) -> str:
@@ -69,6 +77,8 @@ def map_videos(
     ``process`` must write the video's outputs and commit it (``VideoArrayStore.write`` does both).
     ``key_of(video_id)`` (see :func:`inputs_key`) names the inputs; it is recorded with the commit, and a
     committed video whose recorded key differs (the stage config or an upstream output changed) is recomputed.
+    A :class:`VideoExcluded` video is recorded as excluded with its key, and stays excluded without being
+    processed again until its key changes.
     An exception from one video is recorded as that video's failure (with the exception type and message) and
     the batch goes on, except a transient one (:func:`is_transient`), which fails the batch so it is retried.
     """
@@ -81,11 +91,20 @@ def map_videos(
                 outcomes.append(VideoOutcome(video_id, "skipped", record=compact_record(record)))
                 continue
             markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed
+        exclusion = markers.exclusion_record(video_id) if key is not None else None
+        if exclusion is not None and exclusion.get("inputs_key") == key:
+            outcomes.append(VideoOutcome(video_id, "excluded", reason=exclusion["reason"]))
+            continue
         start = time.perf_counter()
         try:
             with markers.recording(**({} if key is None else {"inputs_key": key})) as commits:
                 process(video_id)
             record = commits.get(video_id) or markers.committed_info(video_id)
+        except VideoExcluded as excluded:
+            logger.info("%s excluded video %s: %s", markers.stage, video_id, excluded)
+            markers.exclude(video_id, str(excluded), inputs_key=key)
+            seconds = time.perf_counter() - start
+            outcomes.append(VideoOutcome(video_id, "excluded", seconds=seconds, reason=str(excluded)))
         except Exception as error:  # one bad video must not stop the batch; a failing store or network must
             if is_transient(error):
                 raise

@@ -89,12 +89,15 @@ class DecodeConfig(BaseModel):
         None, ge=1, description="Keep at most this many frames from the start; None keeps them all."
     )
     min_frames: int = Field(
-        2, ge=1, description="Fewer decoded frames than this is an error (optical flow needs a pair)."
+        2,
+        ge=1,
+        description="A video with fewer decoded frames is excluded (optical flow needs a pair); a run raises "
+        "it to what its longest clip or IDT trajectory needs (motionfit.tasks.data.preflight.frames_needed).",
     )
     min_side: int = Field(
         32,
         ge=1,
-        description="A video whose shorter side has fewer pixels is refused: resized to short_side it would "
+        description="A video whose shorter side has fewer pixels is excluded: resized to short_side it would "
         "be upscaled blur (a thumbnail or a broken encode).",
     )
 

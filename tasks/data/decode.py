@@ -18,14 +18,14 @@ import numpy as np
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.file_kinds import image_kind, unreadable_reason
-from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
+from motionfit.tasks.per_video import VideoExcluded, VideoOutcome, inputs_key, map_videos
 
 CODE_VERSION = 1
 """The stage's code version: bump it when its output changes (see :mod:`motionfit.tasks.per_video`)."""
 
 
 class VideoDecodeError(RuntimeError):
-    """Raised when a video file cannot be opened or yields too few frames."""
+    """Raised when a video file cannot be opened or has no decodable frame."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
     """Decode ``path`` to ``[T, H, W, 3] uint8`` RGB frames resized to ``config.short_side``.
 
     Raises :class:`VideoDecodeError` naming ``path`` when the file does not exist, cannot be opened, has no
-    frames, has an unknown frame rate while ``max_fps`` is set, or yields fewer than ``config.min_frames``.
+    frames or has an unknown frame rate while ``max_fps`` is set, and :class:`VideoExcluded` when it is
+    smaller than ``config.min_side`` or yields fewer than ``config.min_frames`` frames.
     """
     path = str(path)
     if not Path(path).is_file():
@@ -101,7 +102,7 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
             if source_shape is None:
                 source_shape = frame.shape[:2]
                 if min(source_shape) < config.min_side:
-                    raise VideoDecodeError(
+                    raise VideoExcluded(
                         f"video file {path} is {source_shape[1]}x{source_shape[0]} px, smaller than "
                         f"decode.min_side {config.min_side} on its shorter side"
                     )
@@ -116,8 +117,8 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
     if not frames:
         raise VideoDecodeError(f"video file {path} has no decodable frames")
     if len(frames) < config.min_frames:
-        raise VideoDecodeError(
-            f"video file {path} yields {len(frames)} frames, fewer than min_frames={config.min_frames}"
+        raise VideoExcluded(
+            f"video file {path} yields {len(frames)} frames, fewer than the {config.min_frames} the run needs"
         )
     return DecodedVideo(
         frames=np.stack(frames),
@@ -134,8 +135,9 @@ def decode_videos(
 ) -> list[VideoOutcome]:
     """Decode a batch of ``(video_id, path)`` pairs into ``frames.zarr`` of ``layout``.
 
-    Videos already committed from the same file and config are skipped; a video that fails is recorded as
-    failed (the error names its file) and the batch goes on. Each stored array carries ``fps``,
+    Videos already committed from the same file and config are skipped; a video too short or too small for
+    the run is recorded as excluded with the reason, and one that fails as failed (both name its file); the
+    batch goes on. Each stored array carries ``fps``,
     ``source_fps``, ``source_n_frames``, ``source_height`` and ``source_width`` as attributes.
     """
     paths = dict(videos)
@@ -157,8 +159,8 @@ def decode_videos(
     def key_of(video_id: str) -> str:
         path = Path(paths[video_id])
         stat = path.stat() if path.exists() else None
-        # min_side only refuses videos: frames decoded before it existed keep their key
-        settings = config.model_dump(mode="json", by_alias=True, exclude={"min_side"})
+        # min_side and min_frames only refuse videos, but a change of either must judge them again
+        settings = config.model_dump(mode="json", by_alias=True)
         return inputs_key(CODE_VERSION, settings, str(path), stat and (stat.st_size, stat.st_mtime_ns))
 
     return map_videos([video_id for video_id, _ in videos], store.markers, process, key_of)

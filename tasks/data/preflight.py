@@ -3,16 +3,25 @@
 A run whose data cannot serve its methods (no test video, no source for the students, no held-back source
 labels for the supervised bound, more clusters than videos to cluster) would otherwise fail hours later, in
 the stage that first needs the missing part. :func:`manifest_problems` lists every such problem, one line
-each, from the manifest alone; ingest refuses the run with all of them at once.
+each, from the manifest alone; ingest refuses the run with all of them at once, and decode again on the
+videos it decoded: frame counts are known only then (reading them at ingest would open every file twice),
+and decode excludes the videos shorter than :func:`frames_needed`, so "nothing left" for a split shows there,
+before the flow and training stages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from motionfit.tasks.methods import Method
+from motionfit.storage.manifest import usable_videos
+from motionfit.tasks.data.clips import clip_span
+from motionfit.tasks.methods import METHODS, Method
+
+if TYPE_CHECKING:
+    from motionfit.config import PipelineConfig
 
 SOURCE_TRAINED = ("pseudo_labels", "clusters", "videos", "supervised_labels")
 """What a method's student trains on (``Method.trains_on``) when it trains on the unlabelled source."""
@@ -22,24 +31,50 @@ class DataProblems(ValueError):
     """The run's videos cannot serve its methods; the message has one line per problem."""
 
 
-def manifest_problems(manifest: pd.DataFrame, methods: Sequence[Method], n_clusters: int | None) -> list[str]:
+def frames_needed(config: PipelineConfig) -> tuple[int, str]:
+    """The fewest decoded frames a video needs to serve the run, and what needs them: ``decode.min_frames``,
+    a clip of a training stage of the run (clips count frames on the flow axis, one fewer than the video's,
+    see :mod:`motionfit.tasks.data.clips`), or, when a method needs the IDT prior, a trajectory of
+    ``idt.track_length`` steps (``track_length + 1`` frames)."""
+    sections = {"teacher": config.teacher}
+    for method in (METHODS[name] for name in config.methods):
+        if method.student_stage:
+            sections[method.section] = getattr(config, method.section)
+        if method.finetuned:
+            sections["finetune"] = config.finetune
+    needs = {"decode.min_frames": config.decode.min_frames}
+    for name, section in sections.items():
+        span = clip_span(section.clip_length, section.frame_stride)
+        needs[f"{name} clips span {span} frames"] = span + 1
+    if any(METHODS[name].needs_idt for name in config.methods):
+        needs[f"IDT trajectories of idt.track_length {config.idt.track_length}"] = config.idt.track_length + 1
+    needed_by = max(needs, key=needs.__getitem__)
+    return needs[needed_by], needed_by
+
+
+def manifest_problems(
+    manifest: pd.DataFrame, methods: Sequence[Method], n_clusters: int | None, stages: Sequence[str] = ()
+) -> list[str]:
     """Every reason the videos of ``manifest`` cannot serve ``methods`` (an empty list when they can).
 
-    ``n_clusters`` is the configured K of the IDT prior (None: derived from the number of videos).
+    ``n_clusters`` is the configured K of the IDT prior (None: derived from the number of videos). With
+    ``stages`` (``("decode",)``), only the videos done in them count (not excluded or failed), and the lines
+    say "usable" instead of "readable".
     """
-    readable = manifest["status"] == "ok"
+    readable = manifest["video_id"].isin(set(usable_videos(manifest, *stages)["video_id"]))
+    word = "usable" if stages else "readable"
     target = readable & (manifest["dataset"] == "target")
     labelled_train = target & (manifest["split"] == "train") & (manifest["label_index"] >= 0)
     problems = []
     if not labelled_train.any():
-        problems.append("the target has no readable labelled train video: every method is fine-tuned on them")
+        problems.append(f"the target has no {word} labelled train video: every method is fine-tuned on them")
     if not (target & (manifest["split"] == "test")).any():
-        problems.append("the target has no readable test video: there is nothing to evaluate on")
+        problems.append(f"the target has no {word} test video: there is nothing to evaluate on")
     source = readable & manifest["in_source"].astype(bool)
     on_source = [method.name for method in methods if method.trains_on in SOURCE_TRAINED]
     if on_source and not source.any():
         problems.append(
-            f"no readable source video, but {', '.join(on_source)} train on the source: set data.source_* "
+            f"no {word} source video, but {', '.join(on_source)} train on the source: set data.source_* "
             "or data.target_train_in_source"
         )
     target_classes = set(manifest.loc[labelled_train, "label"])
@@ -51,7 +86,7 @@ def manifest_problems(manifest: pd.DataFrame, methods: Sequence[Method], n_clust
         )
     if any(method.needs_idt for method in methods) and n_clusters is not None and n_clusters > source.sum():
         problems.append(
-            f"cluster.n_clusters is {n_clusters}, more than the {int(source.sum())} readable source videos "
+            f"cluster.n_clusters is {n_clusters}, more than the {int(source.sum())} {word} source videos "
             "the IDT prior clusters"
         )
     return problems

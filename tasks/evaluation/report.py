@@ -23,6 +23,9 @@ from motionfit.tasks.methods import METHODS, label, ordered
 logger = logging.getLogger(__name__)
 
 MISSING = "–"
+LISTED_VIDEOS = 50
+"""Missing, failed or excluded videos listed by name in the report and the run summary (``motionfit status``
+lists them all)."""
 
 
 def metric_decimals(metric: str) -> int:
@@ -45,7 +48,9 @@ class ReportContext:
     maps a caption to a PNG URL (normally under ``layout.plots``), embedded by its path relative to
     ``report.md``; ``methods``, when given, are the run's methods: rows of other methods (left in the metrics
     table by an earlier run with another method list) stay out of the tables. ``test_videos`` counts the test
-    videos each method was scored on, of the ``listed_test_videos`` the data set lists.
+    videos each method was scored on, of the ``listed_test_videos`` the data set lists. ``left_out`` holds the
+    first :data:`LISTED_VIDEOS` rows of ``storage.manifest.left_out_videos`` (missing, failed and excluded
+    videos with their reasons) and ``n_left_out`` how many there are in all.
     """
 
     title: str = "MotionFit run report"
@@ -61,6 +66,8 @@ class ReportContext:
     methods: tuple[str, ...] = ()
     test_videos: Mapping[str, int] = field(default_factory=dict)
     listed_test_videos: int = 0
+    left_out: tuple[Mapping[str, str], ...] = ()
+    n_left_out: int = 0
 
 
 def summarise_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -268,7 +275,26 @@ def scored_test_videos(context: ReportContext) -> str:
     else:
         per_method = ", ".join(f"{label(m)} {n}" for m, n in context.test_videos.items())
         scored = f"Of {listed} listed test videos, these were scored: {per_method}"
-    return f"{scored}; the others are missing or failed a stage (motionfit status lists them)."
+    return f"{scored}; the others are missing, failed or were excluded (listed below)."
+
+
+def left_out_section(left_out: pd.DataFrame, run_root: str, total: int | None = None) -> list[str]:
+    """Markdown lines of the section listing the videos the run could not use (``left_out``: columns of
+    ``storage.manifest.left_out_videos``, of ``total`` in all when it holds only the first), at most
+    :data:`LISTED_VIDEOS` of them; no lines when there are none."""
+    total = len(left_out) if total is None else total
+    if not total:
+        return []
+    lines = [
+        f"## Missing, failed and excluded videos ({total})",
+        "",
+        markdown_table(left_out.head(LISTED_VIDEOS)),
+    ]
+    more = total - min(len(left_out), LISTED_VIDEOS)
+    if more > 0:
+        command = f"motionfit status {run_root}".rstrip()
+        lines += ["", f"... and {more} more; `{command}` lists them."]
+    return [*lines, ""]
 
 
 def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "") -> str:
@@ -292,6 +318,7 @@ def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "")
             markdown_table(_confused_table(context.confused_pairs)),
             "",
         ]
+    lines += left_out_section(pd.DataFrame(list(context.left_out)), root, context.n_left_out)
     if context.plots:
         lines += ["## Plots", ""]
         for caption, url in context.plots.items():
@@ -312,6 +339,8 @@ CONTEXT_FIELDS = (
     "methods",
     "test_videos",
     "listed_test_videos",
+    "left_out",
+    "n_left_out",
 )
 
 
@@ -333,6 +362,9 @@ def format_terminal_tables(metrics: pd.DataFrame, context: ReportContext | None 
     ]
     if not blocks:
         return "No metrics have been recorded yet."
+    if context is not None and context.n_left_out:
+        title = f"Missing, failed and excluded videos ({context.n_left_out})"
+        blocks.append(f"{title}\n{'=' * len(title)}\n{text_table(pd.DataFrame(list(context.left_out)))}")
     scored = scored_test_videos(context) if context is not None else ""
     return "\n\n".join([scored, *blocks] if scored else blocks)
 

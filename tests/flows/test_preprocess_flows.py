@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from motionfit.cli import main
@@ -23,11 +25,17 @@ from motionfit.tasks.motion import tvl1
 
 pytestmark = pytest.mark.slow
 
+MJPG = cv2.VideoWriter_fourcc(*"MJPG")
+
 
 def _config(data_root: Path, run_root: Path) -> PipelineConfig:
+    """Two methods whose clips of 8 frames need 9 of the data set's 10 (see ``frames_needed``)."""
     return PipelineConfig.model_validate(
         {
             "run_root": str(run_root),
+            "methods": ["scratch", "teacher"],
+            "teacher": {"clip_length": 8},
+            "finetune": {"clip_length": 8},
             "data": synthetic_data_config(data_root).model_dump(),
             "decode": {"short_side": 32},
             "runtime": {"videos_per_batch": 4, "max_workers": 2},
@@ -71,6 +79,7 @@ def test_broken_video_is_recorded_and_the_rest_completes(prefect_server, data_ro
     summary = state.result()
     assert summary == {
         "done": 15,
+        "excluded": 0,
         "failed": 1,
         "computed": 15,
         "skipped": 0,
@@ -82,6 +91,50 @@ def test_broken_video_is_recorded_and_the_rest_completes(prefect_server, data_ro
     assert len(failed) == 1
     assert "zz_broken.mp4" in failed["error"].iloc[0]
     assert _counts(tvl1_flow(config)) == (15, 0, 0)
+
+
+def test_a_short_video_is_excluded_with_its_reason_not_failed_nor_retried(
+    prefect_server, data_root: Path, tmp_path: Path
+):
+    writer = cv2.VideoWriter(str(data_root / "source" / "videos" / "zz_short.avi"), MJPG, 25, (32, 32))
+    for value in range(5):
+        writer.write(np.full((32, 32, 3), 50 * value, np.uint8))
+    writer.release()
+    config = _config(data_root, tmp_path / "run")
+    state = pipeline_flow(config, until="decode", return_state=True)
+    assert state.name == "Completed", "an excluded video is not a failure"
+    assert state.result()["decode"] == {
+        "done": 15,
+        "excluded": 1,
+        "failed": 0,
+        "computed": 15,
+        "skipped": 0,
+        "failed_batches": 0,
+        "cached_batches": 0,
+    }
+    layout = RunLayout.at(config.run_root)
+    manifest = load_manifest(layout).set_index("video_id")
+    assert manifest.loc["source.zz_short", "status_decode"] == "excluded"
+    assert pd.isna(manifest.loc["source.zz_short", "error"])
+    reason = manifest.loc["source.zz_short", "exclusion"]
+    assert (
+        reason.startswith("decode: video file ")
+        and "yields 5 frames, fewer than the 9 the run needs" in reason
+    )
+    recorded = layout.markers("decode").exclusion_record("source.zz_short")
+    pipeline_flow(config, until="decode")
+    assert layout.markers("decode").exclusion_record("source.zz_short") == recorded, "not decoded again"
+    assert _counts(tvl1_flow(config)) == (15, 0, 0), "flow never sees the excluded video"
+
+    longer = config.model_copy(update={"teacher": config.teacher.model_copy(update={"clip_length": 10})})
+    with pytest.raises(DataProblems) as refused:
+        decode_flow(longer)
+    lines = str(refused.value).splitlines()
+    assert "a video needs 11 frames: teacher clips span 10 frames" in lines[0]
+    assert lines[1:] == [
+        "- the target has no usable labelled train video: every method is fine-tuned on them",
+        "- the target has no usable test video: there is nothing to evaluate on",
+    ]
 
 
 def test_the_run_stops_when_more_videos_fail_than_the_policy_allows(

@@ -41,6 +41,9 @@ def _config(data_root: Path, run_root: str) -> PipelineConfig:
     return PipelineConfig.model_validate(
         {
             "run_root": run_root,
+            "methods": ["scratch", "teacher"],  # clips of 8 frames: the data set's videos have 10
+            "teacher": {"clip_length": 8},
+            "finetune": {"clip_length": 8},
             "data": synthetic_data_config(data_root).model_dump(),
             "decode": {"short_side": 32},
             "runtime": {"videos_per_batch": 4, "max_workers": 2, "retry_delay_seconds": 0},

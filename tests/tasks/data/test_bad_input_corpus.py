@@ -1,5 +1,6 @@
 """A source folder with every kind of bad file beside good videos: each bad one gets its documented outcome
-(listed as missing, left out, or failed with a message saying what it is), and every good video is decoded.
+(listed as missing, left out, excluded as too short or too small for the run, or failed with a message saying
+what it is), and every good video is decoded.
 
 Kinds decided at run level (one file under two spellings, a target test video in the source, a header-only or
 malformed CSV) are refused at ingest: tests/tasks/data/test_leaks.py, tests/flows/test_preprocess_flows.py and
@@ -68,9 +69,9 @@ EXPECTED = {
     "wide.avi": ("done", None),
     "tall.avi": ("done", None),
     "carphone.mp4": ("done", None),
-    "thumbnail.avi": ("failed", "is 16x12 px, smaller than decode.min_side 32 on its shorter side"),
-    "one_frame.avi": ("failed", "yields 1 frames, fewer than min_frames=8"),
-    "short.avi": ("failed", "yields 5 frames, fewer than min_frames=8"),
+    "thumbnail.avi": ("excluded", "is 16x12 px, smaller than decode.min_side 32 on its shorter side"),
+    "one_frame.avi": ("excluded", "yields 1 frames, fewer than the 8 the run needs"),
+    "short.avi": ("excluded", "yields 5 frames, fewer than the 8 the run needs"),
     "empty.mp4": ("failed", "is empty (0 bytes)"),
     "notes.avi": ("failed", "holds text, not video"),
     "picture.avi": ("failed", "is a PNG image, not a video"),
@@ -101,9 +102,29 @@ def test_every_kind_of_bad_file_gets_its_outcome_and_every_good_video_is_decoded
         outcome = by_name[name]
         assert outcome.status == status, (name, outcome)
         if message is not None:
-            assert message in outcome.error and name in outcome.error, (name, outcome.error)
+            said = outcome.reason if status == "excluded" else outcome.error
+            assert message in said and name in said, (name, outcome)
     frames = layout.store("frames")
     good = [name for name, (status, _) in EXPECTED.items() if status == "done"]
     assert frames.committed_ids() == {video_id_for("source", name) for name in good}
     assert frames.read(video_id_for("source", "gray.avi")).shape[-1] == 3
     assert min(frames.shape(video_id_for("source", "wide.avi"))[1:3]) == 32
+
+
+def test_an_excluded_video_stays_excluded_until_its_file_or_the_config_changes(
+    corpus: Path, tmp_path: Path
+) -> None:
+    names = ["good.avi", "short.avi", "thumbnail.avi"]
+    videos = [(video_id_for("source", name), str(corpus / name)) for name in names]
+    layout = RunLayout.at(tmp_path / "run")
+    assert [o.status for o in decode_videos(videos, layout, CONFIG)] == ["done", "excluded", "excluded"]
+    markers = layout.store("frames").markers
+    assert set(markers.exclusions()) == {videos[1][0], videos[2][0]} and markers.failures() == {}
+
+    again = decode_videos(videos, layout, CONFIG)
+    assert [(o.status, o.seconds) for o in again] == [("skipped", 0.0), ("excluded", 0.0), ("excluded", 0.0)]
+    assert "yields 5 frames" in again[1].reason, "the recorded reason, without decoding the file again"
+
+    shorter_clips = CONFIG.model_copy(update={"min_frames": 4})
+    assert [o.status for o in decode_videos(videos, layout, shorter_clips)] == ["done", "done", "excluded"]
+    assert set(markers.exclusions()) == {videos[2][0]}

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import VideoDecodeError, decode_video, decode_videos, resized_shape
+from motionfit.tasks.per_video import VideoExcluded
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,11 @@ def test_max_fps_above_source_rate_keeps_all_frames(carphone: Path) -> None:
     assert decoded.fps == pytest.approx(decoded.source_fps / 2)
 
 
-def test_too_few_frames_is_an_error_naming_the_file(tmp_path: Path) -> None:
+def test_too_few_frames_excludes_the_video_naming_the_file(tmp_path: Path) -> None:
     short = tmp_path / "short.mp4"
     write_video(short, 3)
     assert decode_video(short, DecodeConfig(min_frames=3)).frames.shape == (3, 128, 171, 3)
-    with pytest.raises(VideoDecodeError, match=r"short\.mp4.*3 frames.*min_frames=4"):
+    with pytest.raises(VideoExcluded, match=r"short\.mp4 yields 3 frames, fewer than the 4 the run needs"):
         decode_video(short, DecodeConfig(min_frames=4))
 
 

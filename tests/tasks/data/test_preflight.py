@@ -1,4 +1,5 @@
-"""What a run's methods need from its videos, checked on the manifest at ingest; synth or own videos."""
+"""What a run's methods need from its videos, checked on the manifest at ingest and after decode; frames a
+video needs; synth or own videos."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pandas as pd
 import pytest
 
 from motionfit.config import load_config
-from motionfit.tasks.data.preflight import manifest_problems
+from motionfit.tasks.data.preflight import frames_needed, manifest_problems
 from motionfit.tasks.methods import METHODS
 
 
@@ -67,3 +68,23 @@ def test_synth_and_own_videos_are_not_both_taken() -> None:
         load_config(preset="tiny", overrides={"data": {"labelled_fraction": 0.5}}).data.labelled_fraction
         == 0.5
     )
+
+
+def test_a_video_needs_the_frames_of_the_longest_clip_or_idt_trajectory_of_the_run() -> None:
+    config = load_config(preset="tiny", overrides={"methods": ["scratch", "teacher"]})
+    assert frames_needed(config) == (9, "teacher clips span 8 frames")  # 8 flow frames from 9 video frames
+    strided = config.model_copy(update={"finetune": config.finetune.model_copy(update={"frame_stride": 2})})
+    assert frames_needed(strided) == (16, "finetune clips span 15 frames")
+    with_idt = load_config(preset="tiny", overrides={"methods": ["scratch", "idt_la"]})
+    assert frames_needed(with_idt) == (16, "IDT trajectories of idt.track_length 15")
+
+
+def test_after_decode_only_decoded_videos_count() -> None:
+    manifest = _manifest(n_train=2, n_test=2).assign(status_decode="done")
+    train = manifest["split"] == "train"
+    manifest.loc[train, "status_decode"] = "excluded"
+    assert manifest_problems(manifest, _methods("scratch"), None) == [], (
+        "at ingest every train video is readable"
+    )
+    (problem,) = manifest_problems(manifest, _methods("scratch"), None, stages=("decode",))
+    assert "the target has no usable labelled train video" in problem

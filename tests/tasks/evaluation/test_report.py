@@ -201,7 +201,7 @@ def test_the_report_shows_the_runs_methods_and_the_rows_of_no_method() -> None:
 def test_the_report_says_how_many_listed_test_videos_were_scored() -> None:
     metrics = evaluation_metrics.metrics_frame([{"method": "scratch", "metric": "top1", "value": 30.0}])
     short = report.ReportContext(test_videos={"scratch": 21, "motionfit": 21}, listed_test_videos=23)
-    line = "21 of 23 listed test videos were scored; the others are missing or failed a stage"
+    line = "21 of 23 listed test videos were scored; the others are missing, failed or were excluded"
     assert line in report.render_report(metrics, short)
     assert report.format_terminal_tables(metrics, short).startswith(line)
     uneven = report.ReportContext(test_videos={"scratch": 21, "motionfit": 20}, listed_test_videos=23)
@@ -209,3 +209,39 @@ def test_the_report_says_how_many_listed_test_videos_were_scored() -> None:
     complete = report.ReportContext(test_videos={"scratch": 23}, listed_test_videos=23)
     assert "All 23 listed test videos were scored." in report.render_report(metrics, complete)
     assert report.scored_test_videos(report.ReportContext()) == ""
+
+
+def test_the_report_lists_every_left_out_video_with_its_reason_up_to_a_bound(metrics) -> None:
+    left_out = [
+        {
+            "video_id": "v_missing",
+            "dataset": "target",
+            "split": "test",
+            "outcome": "missing",
+            "reason": "no file",
+        },
+        {
+            "video_id": "v_short",
+            "dataset": "target",
+            "split": "test",
+            "outcome": "excluded",
+            "reason": "decode: 5",
+        },
+    ]
+    markdown = report.render_report(
+        metrics, report.ReportContext(left_out=tuple(left_out), n_left_out=2), "/r"
+    )
+    videos = section(markdown, "Missing, failed and excluded videos (2)")
+    assert row_cells(videos, "v_missing") == ["v_missing", "target", "test", "missing", "no file"]
+    assert row_cells(videos, "v_short") == ["v_short", "target", "test", "excluded", "decode: 5"]
+    assert "more;" not in videos
+
+    many = [{**left_out[1], "video_id": f"v{i:03d}"} for i in range(report.LISTED_VIDEOS)]
+    context = report.ReportContext(left_out=tuple(many), n_left_out=120)
+    videos = section(
+        report.render_report(metrics, context, "/r"), "Missing, failed and excluded videos (120)"
+    )
+    assert "v049" in videos and "... and 70 more; `motionfit status /r` lists them." in videos
+    assert "Missing, failed" not in report.render_report(metrics, report.ReportContext())
+    terminal = report.format_terminal_tables(metrics, context)
+    assert "Missing, failed and excluded videos (120)" in terminal and "v049" in terminal
