@@ -71,14 +71,17 @@ def map_videos(
     markers: StageMarkers,
     process: Callable[[str], None],
     key_of: Callable[[str], str] | None = None,
+    exclusion_key_of: Callable[[str], str] | None = None,
 ) -> list[VideoOutcome]:
     """Run ``process(video_id)`` for every video not yet committed in ``markers`` with its current inputs.
 
     ``process`` must write the video's outputs and commit it (``VideoArrayStore.write`` does both).
     ``key_of(video_id)`` (see :func:`inputs_key`) names the inputs; it is recorded with the commit, and a
     committed video whose recorded key differs (the stage config or an upstream output changed) is recomputed.
-    A :class:`VideoExcluded` video is recorded as excluded with its key, and stays excluded without being
-    processed again until its key changes.
+    A :class:`VideoExcluded` video is recorded as excluded with ``exclusion_key_of(video_id)`` (by default its
+    inputs key; a stage whose exclusion depends on settings that do not change its output, such as decode's
+    minimum frame count, names them there), and stays excluded without being processed again until that key
+    changes.
     An exception from one video is recorded as that video's failure (with the exception type and message) and
     the batch goes on, except a transient one (:func:`is_transient`), which fails the batch so it is retried.
     """
@@ -91,8 +94,9 @@ def map_videos(
                 outcomes.append(VideoOutcome(video_id, "skipped", record=compact_record(record)))
                 continue
             markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed
-        exclusion = markers.exclusion_record(video_id) if key is not None else None
-        if exclusion is not None and exclusion.get("inputs_key") == key:
+        judged = (exclusion_key_of or key_of)(video_id) if key_of else None
+        exclusion = markers.exclusion_record(video_id) if judged is not None else None
+        if exclusion is not None and exclusion.get("inputs_key") == judged:
             outcomes.append(VideoOutcome(video_id, "excluded", reason=exclusion["reason"]))
             continue
         start = time.perf_counter()
@@ -102,7 +106,7 @@ def map_videos(
             record = commits.get(video_id) or markers.committed_info(video_id)
         except VideoExcluded as excluded:
             logger.info("%s excluded video %s: %s", markers.stage, video_id, excluded)
-            markers.exclude(video_id, str(excluded), inputs_key=key)
+            markers.exclude(video_id, str(excluded), inputs_key=judged)
             seconds = time.perf_counter() - start
             outcomes.append(VideoOutcome(video_id, "excluded", seconds=seconds, reason=str(excluded)))
         except Exception as error:  # one bad video must not stop the batch; a failing store or network must

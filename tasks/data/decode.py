@@ -156,11 +156,19 @@ def decode_videos(
         }
         store.write(video_id, decoded.frames, attrs=attrs)
 
+    # min_side and min_frames only exclude videos: the frames of a committed video do not depend on them (a
+    # new clip length must not decode the data set again), but an excluded video is judged again when they
+    # change
+    thresholds = {"min_side", "min_frames"}
+    settings = config.model_dump(mode="json", by_alias=True, exclude=thresholds)
+
     def key_of(video_id: str) -> str:
         path = Path(paths[video_id])
         stat = path.stat() if path.exists() else None
-        # min_side and min_frames only refuse videos, but a change of either must judge them again
-        settings = config.model_dump(mode="json", by_alias=True)
         return inputs_key(CODE_VERSION, settings, str(path), stat and (stat.st_size, stat.st_mtime_ns))
 
-    return map_videos([video_id for video_id, _ in videos], store.markers, process, key_of)
+    def exclusion_key_of(video_id: str) -> str:
+        return inputs_key(key_of(video_id), config.model_dump(mode="json", include=thresholds))
+
+    ids = [video_id for video_id, _ in videos]
+    return map_videos(ids, store.markers, process, key_of, exclusion_key_of)

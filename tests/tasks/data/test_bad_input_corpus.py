@@ -126,5 +126,6 @@ def test_an_excluded_video_stays_excluded_until_its_file_or_the_config_changes(
     assert "yields 5 frames" in again[1].reason, "the recorded reason, without decoding the file again"
 
     shorter_clips = CONFIG.model_copy(update={"min_frames": 4})
-    assert [o.status for o in decode_videos(videos, layout, shorter_clips)] == ["done", "done", "excluded"]
+    statuses = [o.status for o in decode_videos(videos, layout, shorter_clips)]
+    assert statuses == ["skipped", "done", "excluded"], "the committed video is not decoded again"
     assert set(markers.exclusions()) == {videos[2][0]}
