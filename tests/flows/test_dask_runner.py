@@ -13,7 +13,7 @@ from motionfit.config import load_config
 from motionfit.flows.pipeline import pipeline_flow
 from motionfit.storage.layout import ARRAY_STORES, RunLayout
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 pytest.importorskip("prefect_dask")
 
 pytestmark = pytest.mark.slow
@@ -75,19 +75,8 @@ def _assert_same_arrays(run: RunLayout, reference: RunLayout) -> None:
         assert run.markers(stage).identity(key[1]) == reference.markers(stage).identity(key[1]), key
 
 
-def test_a_cluster_given_by_address_stores_the_default_runners_bytes(default_run, tmp_path: Path) -> None:
-    cluster = distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-    )
-    try:
-        run = _run_until_idt(tmp_path, {"task_runner": "dask", "dask_address": cluster.scheduler_address})
-        ran = set(cluster.scheduler.task_prefixes)
-    finally:
-        cluster.close()
-    assert {"decode_batch", "tvl1_batch", "idt_batch"} <= ran, "the batches ran on the cluster's workers"
-    _assert_same_arrays(run, default_run)
-
-
 def test_the_runners_own_local_cluster_stores_the_default_runners_bytes(default_run, tmp_path: Path) -> None:
+    # The runner's own cluster is handed to the stages by its scheduler's address (cpu_task_runner), so
+    # this also runs the dask_address path.
     run = _run_until_idt(tmp_path, {"task_runner": "dask", "max_workers": 2})
     _assert_same_arrays(run, default_run)
