@@ -36,7 +36,7 @@ import pandas as pd
 from motionfit.storage import fs
 from motionfit.storage.arrays import array_checksum
 from motionfit.storage.layout import RunLayout
-from motionfit.storage.manifest import refresh_stage_status, save_manifest, status_column
+from motionfit.storage.manifest import BASE_COLUMNS, refresh_stage_status, save_manifest, status_column
 from motionfit.storage.markers import compact_record
 from motionfit.tasks.per_video import inputs_key, map_videos
 
@@ -44,10 +44,11 @@ UPSTREAM, STAGE = "decode", "flow"
 
 
 def manifest_of(n_videos: int) -> pd.DataFrame:
+    """A manifest of ``n_videos`` unlabelled source videos, as ingest writes it."""
     ids = [f"source.video_{i:07d}" for i in range(n_videos)]
-    return pd.DataFrame(
-        {"video_id": ids, "dataset": "source", "path": [f"/data/{v}.mp4" for v in ids], "status": "ok"}
-    )
+    columns = {"video_id": ids, "dataset": "source", "path": [f"/data/{v}.mp4" for v in ids]}
+    columns |= {"label": None, "label_index": -1, "split": "unlabelled", "status": "ok", "error": None}
+    return pd.DataFrame(columns, columns=list(BASE_COLUMNS))
 
 
 def write_upstream(layout: RunLayout, video_ids: list[str]) -> None:

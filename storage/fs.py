@@ -61,8 +61,8 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     Local files are written to a temporary name and renamed; object stores make a single PUT atomic anyway.
     """
     fs, path = resolve(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
     if is_local(url):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)  # an object store has no folders to make
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         with fs.open(tmp, "wb") as handle:
             handle.write(data)
@@ -73,9 +73,10 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
 
 
 def read_json(url: str) -> Any:
+    """The JSON file ``url``, in one request on an object store (opening a file first asks for its details,
+    and for a missing key s3fs then lists its prefix); FileNotFoundError when it is missing."""
     fs, path = resolve(url)
-    with fs.open(path, "rb") as handle:
-        return json.loads(handle.read())
+    return json.loads(fs.cat_file(path))
 
 
 def write_json_atomic(url: str, payload: Any) -> None:
@@ -89,6 +90,16 @@ def list_names(url: str, suffix: str = "") -> list[str]:
         return []
     names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
     return sorted(n[: len(n) - len(suffix)] for n in names if n.endswith(suffix) and ".tmp-" not in n)
+
+
+def remove_file(url: str) -> None:
+    """Delete the file ``url``; nothing happens when it does not exist. One request on an object store,
+    where :func:`remove` first asks whether the key exists (and lists its prefix when it does not)."""
+    fs, path = resolve(url)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def remove(url: str) -> None:

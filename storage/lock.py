@@ -143,7 +143,7 @@ class RunRootLock:
                     "taking over the abandoned run-root lock of %s", expected.describe(time.time())
                 )
             try:
-                fs.remove(self.url)
+                fs.remove_file(self.url)
             except FileNotFoundError:
                 pass
 
@@ -169,7 +169,7 @@ class RunRootLock:
         holder, self.holder = self.holder, None
         current = read_holder(self.url)
         if holder is not None and current is not None and current.token == holder.token:
-            fs.remove(self.url)
+            fs.remove_file(self.url)
 
 
 @contextmanager

@@ -95,7 +95,7 @@ def left_out_videos(manifest: pd.DataFrame) -> pd.DataFrame:
             ("excluded", excluded, exclusion),
         )
     ]
-    return pd.concat(parts, ignore_index=True)[LEFT_OUT_COLUMNS]
+    return pd.concat(parts, ignore_index=True).reindex(columns=LEFT_OUT_COLUMNS)
 
 
 def stage_summary(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -79,8 +79,8 @@ class StageMarkers:
         extra = recording.fields if mine else {}
         payload = {"video_id": video_id, "time": time.time(), **(info or {}), **extra}
         fs.write_json_atomic(fs.join(self._committed_dir, f"{video_id}.json"), payload)
-        fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
-        fs.remove(fs.join(self._excluded_dir, f"{video_id}.json"))
+        fs.remove_file(fs.join(self._failed_dir, f"{video_id}.json"))
+        fs.remove_file(fs.join(self._excluded_dir, f"{video_id}.json"))
         if mine:
             recording.records[video_id] = payload
 
@@ -99,14 +99,14 @@ class StageMarkers:
         """Record that ``video_id`` failed with ``error`` (it stays uncommitted and is retried next run)."""
         payload = {"video_id": video_id, "time": time.time(), "error": error}
         fs.write_json_atomic(fs.join(self._failed_dir, f"{video_id}.json"), payload)
-        fs.remove(fs.join(self._excluded_dir, f"{video_id}.json"))
+        fs.remove_file(fs.join(self._excluded_dir, f"{video_id}.json"))
 
     def exclude(self, video_id: str, reason: str, inputs_key: str | None = None) -> None:
         """Record that ``video_id`` cannot serve the run, and why (clearing an earlier failure); with the
         ``inputs_key`` it was judged on, so a changed file or config judges it again."""
         payload = {"video_id": video_id, "time": time.time(), "reason": reason, "inputs_key": inputs_key}
         fs.write_json_atomic(fs.join(self._excluded_dir, f"{video_id}.json"), payload)
-        fs.remove(fs.join(self._failed_dir, f"{video_id}.json"))
+        fs.remove_file(fs.join(self._failed_dir, f"{video_id}.json"))
 
     def exclusion_record(self, video_id: str) -> dict[str, Any] | None:
         """The exclusion record of ``video_id`` (``reason``, ``inputs_key``), or None; one read, no list."""
@@ -123,7 +123,7 @@ class StageMarkers:
         }
 
     def uncommit(self, video_id: str) -> None:
-        fs.remove(fs.join(self._committed_dir, f"{video_id}.json"))
+        fs.remove_file(fs.join(self._committed_dir, f"{video_id}.json"))
 
     def is_committed(self, video_id: str) -> bool:
         return fs.exists(fs.join(self._committed_dir, f"{video_id}.json"))
@@ -157,7 +157,7 @@ class StageMarkers:
 
     def drop_index(self) -> None:
         """Remove the index before markers change (a stage run, a repair), so it is never stale."""
-        fs.remove(self.index_url)
+        fs.remove_file(self.index_url)
 
     def compact_records(self, video_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """:func:`compact_record` of each committed video of ``video_ids``: one read of the index, and one

@@ -22,6 +22,7 @@ from motionfit.config import PipelineConfig
 from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
+from motionfit.storage.lock import RunRootInUseError, RunRootLock, holding
 from motionfit.storage.tables import read_table
 from motionfit.tasks.data.ingest import synthetic_data_config
 from motionfit.tasks.motion import tvl1
@@ -82,6 +83,9 @@ def test_a_run_on_s3_equals_a_local_run_and_a_second_process_resumes_it(
         first = tvl1_flow(remote)
     layout = RunLayout.at(remote.run_root)
     assert first["done"] == 3 and first["failed"] > 0
+    with holding(layout.lock):  # the lock is an object in the bucket: a second holder is refused
+        with pytest.raises(RunRootInUseError, match=f"PID {os.getpid()}"):
+            RunRootLock(layout.lock).acquire()
     decoded, flowed = _commit_times(layout, "decode"), _commit_times(layout, "flow")
 
     # A second worker: another process on the same server, with the store's credentials from a Prefect
