@@ -22,7 +22,7 @@ from motionfit.tasks.training.config import (
 )
 from motionfit.tasks.training.finetune import CODE_VERSION as FINETUNE_CODE_VERSION
 from motionfit.tasks.training.finetune import finetune
-from motionfit.tasks.training.launch import train_in_processes
+from motionfit.tasks.training.launch import TrainFn, train_in_processes
 from motionfit.tasks.training.pseudo_labels import CODE_VERSION as PSEUDO_LABEL_CODE_VERSION
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels, pseudo_label_accuracy
 from motionfit.tasks.training.students.trainer import CODE_VERSION as STUDENT_CODE_VERSION
@@ -53,20 +53,31 @@ def _manifest_fingerprint(layout: RunLayout) -> Any:
     return manifest[["video_id", "label_index", "split"]].astype(str).values.tolist()
 
 
+def _train(
+    train: TrainFn, run_root: str, epochs_of: str, device: str, processes: int, **arguments: Any
+) -> dict[str, Any]:
+    """``train(layout=..., manifest=..., **arguments)`` on ``processes`` data-parallel processes, its epochs
+    in the epoch table of stage ``epochs_of``."""
+    layout = RunLayout(run_root)
+    on_epoch_end = _epoch_table(layout, epochs_of).append
+    manifest = load_manifest(layout)
+    return train_in_processes(
+        train, processes, device, on_epoch_end, layout=layout, manifest=manifest, **arguments
+    )
+
+
 @task(name="teacher-train", tags=GPU_TAGS)
 def teacher_task(
     run_root: str, config: TeacherConfig, device: str, inputs: str, processes: int = 1
 ) -> dict[str, Any]:
     """Train the flow teacher on the labelled target (MotionFit's multi-clip loss) on ``processes``
     data-parallel processes; resumable."""
-    layout = RunLayout(run_root)
-    return train_in_processes(
+    return _train(
         train_teacher,
-        processes,
+        run_root,
+        TEACHER_STAGE,
         device,
-        _epoch_table(layout, TEACHER_STAGE).append,
-        layout=layout,
-        manifest=load_manifest(layout),
+        processes,
         config=config,
         stage=TEACHER_STAGE,
         data_key=inputs,
@@ -94,17 +105,8 @@ def student_task(
 ) -> dict[str, Any]:
     """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL) on ``processes``
     data-parallel processes; resumable."""
-    layout = RunLayout(run_root)
-    return train_in_processes(
-        train_student,
-        processes,
-        device,
-        _epoch_table(layout, stage).append,
-        layout=layout,
-        manifest=load_manifest(layout),
-        config=config,
-        stage=stage,
-        data_key=inputs,
+    return _train(
+        train_student, run_root, stage, device, processes, config=config, stage=stage, data_key=inputs
     )
 
 
@@ -120,14 +122,12 @@ def finetune_task(
 ) -> dict[str, Any]:
     """Fine-tune ``init`` (None: train from scratch) on the labelled target on ``processes`` data-parallel
     processes and score its test split."""
-    layout = RunLayout(run_root)
-    return train_in_processes(
+    return _train(
         finetune,
-        processes,
+        run_root,
+        stage,
         device,
-        _epoch_table(layout, stage).append,
-        layout=layout,
-        manifest=load_manifest(layout),
+        processes,
         config=config,
         init_checkpoint=init,
         stage_name=stage,
