@@ -72,6 +72,7 @@ def map_videos(
     process: Callable[[str], None],
     key_of: Callable[[str], str] | None = None,
     exclusion_key_of: Callable[[str], str] | None = None,
+    excluded_now: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> list[VideoOutcome]:
     """Run ``process(video_id)`` for every video not yet committed in ``markers`` with its current inputs.
 
@@ -81,7 +82,8 @@ def map_videos(
     A :class:`VideoExcluded` video is recorded as excluded with ``exclusion_key_of(video_id)`` (by default its
     inputs key; a stage whose exclusion depends on settings that do not change its output, such as decode's
     minimum frame count, names them there), and stays excluded without being processed again until that key
-    changes.
+    changes. ``excluded_now(record)`` judges a committed video by its commit record under those settings (a
+    reason, or None): one that no longer qualifies is uncommitted and excluded without being processed.
     An exception from one video is recorded as that video's failure (with the exception type and message) and
     the batch goes on, except a transient one (:func:`is_transient`), which fails the batch so it is retried.
     """
@@ -89,12 +91,17 @@ def map_videos(
     for video_id in video_ids:
         key = key_of(video_id) if key_of else None
         record = markers.commit_record(video_id)  # one read per video: a batch never lists the stage
+        judged = (exclusion_key_of or key_of)(video_id) if key_of else None
         if record is not None:
-            if key is None or record.get("inputs_key") == key:
+            reason = excluded_now(record) if excluded_now else None
+            if reason is None and (key is None or record.get("inputs_key") == key):
                 outcomes.append(VideoOutcome(video_id, "skipped", record=compact_record(record)))
                 continue
             markers.uncommit(video_id)  # stale: downstream must not read it while it is recomputed
-        judged = (exclusion_key_of or key_of)(video_id) if key_of else None
+            if reason is not None:
+                markers.exclude(video_id, reason, inputs_key=judged)
+                outcomes.append(VideoOutcome(video_id, "excluded", reason=reason))
+                continue
         exclusion = markers.exclusion_record(video_id) if judged is not None else None
         if exclusion is not None and exclusion.get("inputs_key") == judged:
             outcomes.append(VideoOutcome(video_id, "excluded", reason=exclusion["reason"]))

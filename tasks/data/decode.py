@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,6 +60,23 @@ def source_step(fps: float, config: DecodeConfig) -> float:
     return config.frame_stride * reduction
 
 
+def too_small(path: str, height: int, width: int, config: DecodeConfig) -> str | None:
+    """Why a video of ``height`` x ``width`` source pixels is excluded (``decode.min_side``), or None."""
+    if min(height, width) >= config.min_side:
+        return None
+    return (
+        f"video file {path} is {width}x{height} px, smaller than decode.min_side {config.min_side} on its "
+        "shorter side"
+    )
+
+
+def too_short(path: str, n_frames: int, config: DecodeConfig) -> str | None:
+    """Why a video of ``n_frames`` decoded frames is excluded (``decode.min_frames``), or None."""
+    if n_frames >= config.min_frames:
+        return None
+    return f"video file {path} yields {n_frames} frames, fewer than the {config.min_frames} the run needs"
+
+
 def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
     """Decode ``path`` to ``[T, H, W, 3] uint8`` RGB frames resized to ``config.short_side``.
 
@@ -101,11 +119,8 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
                 break
             if source_shape is None:
                 source_shape = frame.shape[:2]
-                if min(source_shape) < config.min_side:
-                    raise VideoExcluded(
-                        f"video file {path} is {source_shape[1]}x{source_shape[0]} px, smaller than "
-                        f"decode.min_side {config.min_side} on its shorter side"
-                    )
+                if (reason := too_small(path, *source_shape, config)) is not None:
+                    raise VideoExcluded(reason)
                 target_shape = resized_shape(*source_shape, config.short_side)
             if frame.shape[:2] != target_shape:
                 frame = cv2.resize(frame, target_shape[::-1], interpolation=cv2.INTER_LINEAR)
@@ -116,10 +131,8 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
         capture.release()
     if not frames:
         raise VideoDecodeError(f"video file {path} has no decodable frames")
-    if len(frames) < config.min_frames:
-        raise VideoExcluded(
-            f"video file {path} yields {len(frames)} frames, fewer than the {config.min_frames} the run needs"
-        )
+    if (reason := too_short(path, len(frames), config)) is not None:
+        raise VideoExcluded(reason)
     return DecodedVideo(
         frames=np.stack(frames),
         fps=source_fps / step,
@@ -170,5 +183,11 @@ def decode_videos(
     def exclusion_key_of(video_id: str) -> str:
         return inputs_key(key_of(video_id), config.model_dump(mode="json", include=thresholds))
 
+    def excluded_now(record: dict[str, Any]) -> str | None:
+        path = paths[record["video_id"]]
+        height, width = record.get("source_height"), record.get("source_width")
+        small = too_small(path, height, width, config) if height and width else None
+        return small or too_short(path, record["shape"][0], config)
+
     ids = [video_id for video_id, _ in videos]
-    return map_videos(ids, store.markers, process, key_of, exclusion_key_of)
+    return map_videos(ids, store.markers, process, key_of, exclusion_key_of, excluded_now)

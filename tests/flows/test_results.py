@@ -45,7 +45,14 @@ def stage(run_root: str) -> dict:
 def test_plain_values_only() -> None:
     assert plain({"a": (1, np.int64(2)), "b": VideoOutcome("v", "failed", "bad")}) == {
         "a": [1, 2],
-        "b": {"video_id": "v", "status": "failed", "error": "bad", "seconds": 0.0, "record": None},
+        "b": {
+            "video_id": "v",
+            "status": "failed",
+            "error": "bad",
+            "seconds": 0.0,
+            "record": None,
+            "reason": None,
+        },
     }
     with pytest.raises(TypeError, match="a set, which plain JSON cannot hold"):
         PlainJSONSerializer().dumps({"ids": {"a"}})
@@ -58,7 +65,14 @@ def test_a_planted_pickle_record_is_not_decoded_and_the_task_runs_again(
     root = str(tmp_path / "run")
     assert stage(root) == {"value": 42.0, "outcome": VideoOutcome("v1", "done")}
     cached = stage(root)
-    outcome = {"video_id": "v1", "status": "done", "error": None, "seconds": 0.0, "record": None}
+    outcome = {
+        "video_id": "v1",
+        "status": "done",
+        "error": None,
+        "seconds": 0.0,
+        "record": None,
+        "reason": None,
+    }
     assert CALLS == [21] and cached == {"value": 42.0, "outcome": outcome}, "read back from the JSON record"
     (record,) = [p for p in Path(RunLayout.at(root).prefect_results).iterdir() if p.is_file()]
     assert b'"type":"motionfit-json"' in record.read_bytes() and b"pickle" not in record.read_bytes()
