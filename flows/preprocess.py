@@ -20,12 +20,13 @@ from motionfit.storage.manifest import (
     stage_summary,
     usable_videos,
 )
+from motionfit.tasks.data.clips import clip_span
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import CODE_VERSION as DECODE_CODE_VERSION
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
 from motionfit.tasks.data.leaks import split_leaks
-from motionfit.tasks.data.preflight import DataProblems, frames_needed, manifest_problems
+from motionfit.tasks.data.preflight import DataProblems, manifest_problems
 from motionfit.tasks.data.synth import generate_dataset
 from motionfit.tasks.methods import METHODS
 from motionfit.tasks.motion.config import FlowConfig
@@ -94,6 +95,27 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
             raise DataProblems(message)
         logger.warning("%s", message)
     return {"videos": len(manifest), "missing": int((manifest["status"] != "ok").sum())}
+
+
+def frames_needed(config: PipelineConfig) -> tuple[int, str]:
+    """The fewest decoded frames a video needs to serve the run, and what needs them: ``decode.min_frames``,
+    a clip of a training stage of the run (clips count frames on the flow axis, one fewer than the video's,
+    see :mod:`motionfit.tasks.data.clips`), or, when a method needs the IDT prior, a trajectory of
+    ``idt.track_length`` steps (``track_length + 1`` frames)."""
+    sections = {"teacher": config.teacher}
+    for method in (METHODS[name] for name in config.methods):
+        if method.student_stage:
+            sections[method.section] = getattr(config, method.section)
+        if method.finetuned:
+            sections["finetune"] = config.finetune
+    needs = {"decode.min_frames": config.decode.min_frames}
+    for name, section in sections.items():
+        span = clip_span(section.clip_length, section.frame_stride)
+        needs[f"{name} clips span {span} frames"] = span + 1
+    if any(METHODS[name].needs_idt for name in config.methods):
+        needs[f"IDT trajectories of idt.track_length {config.idt.track_length}"] = config.idt.track_length + 1
+    needed_by = max(needs, key=needs.__getitem__)
+    return needs[needed_by], needed_by
 
 
 @flow(name="decode")

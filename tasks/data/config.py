@@ -92,7 +92,7 @@ class DecodeConfig(BaseModel):
         2,
         ge=1,
         description="A video with fewer decoded frames is excluded (optical flow needs a pair); a run raises "
-        "it to what its longest clip or IDT trajectory needs (motionfit.tasks.data.preflight.frames_needed).",
+        "it to what its longest clip or IDT trajectory needs (motionfit.flows.preprocess.frames_needed).",
     )
     min_side: int = Field(
         32,

@@ -5,23 +5,18 @@ labels for the supervised bound, more clusters than videos to cluster) would oth
 the stage that first needs the missing part. :func:`manifest_problems` lists every such problem, one line
 each, from the manifest alone; ingest refuses the run with all of them at once, and decode again on the
 videos it decoded: frame counts are known only then (reading them at ingest would open every file twice),
-and decode excludes the videos shorter than :func:`frames_needed`, so "nothing left" for a split shows there,
-before the flow and training stages.
+and decode excludes the videos shorter than the run needs (``motionfit.flows.preprocess.frames_needed``), so
+"nothing left" for a split shows there, before the flow and training stages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from motionfit.storage.manifest import usable_videos
-from motionfit.tasks.data.clips import clip_span
-from motionfit.tasks.methods import METHODS, Method
-
-if TYPE_CHECKING:
-    from motionfit.config import PipelineConfig
+from motionfit.tasks.methods import Method
 
 SOURCE_TRAINED = ("pseudo_labels", "clusters", "videos", "supervised_labels")
 """What a method's student trains on (``Method.trains_on``) when it trains on the unlabelled source."""
@@ -29,27 +24,6 @@ SOURCE_TRAINED = ("pseudo_labels", "clusters", "videos", "supervised_labels")
 
 class DataProblems(ValueError):
     """The run's videos cannot serve its methods; the message has one line per problem."""
-
-
-def frames_needed(config: PipelineConfig) -> tuple[int, str]:
-    """The fewest decoded frames a video needs to serve the run, and what needs them: ``decode.min_frames``,
-    a clip of a training stage of the run (clips count frames on the flow axis, one fewer than the video's,
-    see :mod:`motionfit.tasks.data.clips`), or, when a method needs the IDT prior, a trajectory of
-    ``idt.track_length`` steps (``track_length + 1`` frames)."""
-    sections = {"teacher": config.teacher}
-    for method in (METHODS[name] for name in config.methods):
-        if method.student_stage:
-            sections[method.section] = getattr(config, method.section)
-        if method.finetuned:
-            sections["finetune"] = config.finetune
-    needs = {"decode.min_frames": config.decode.min_frames}
-    for name, section in sections.items():
-        span = clip_span(section.clip_length, section.frame_stride)
-        needs[f"{name} clips span {span} frames"] = span + 1
-    if any(METHODS[name].needs_idt for name in config.methods):
-        needs[f"IDT trajectories of idt.track_length {config.idt.track_length}"] = config.idt.track_length + 1
-    needed_by = max(needs, key=needs.__getitem__)
-    return needs[needed_by], needed_by
 
 
 def manifest_problems(

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from motionfit.config import load_config
-from motionfit.tasks.data.preflight import frames_needed, manifest_problems
+from motionfit.flows.preprocess import frames_needed
+from motionfit.tasks.data.preflight import manifest_problems
 from motionfit.tasks.methods import METHODS
 
 
