@@ -512,7 +512,10 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         metrics = {"stage": stage, "epoch": epoch, **run_epoch(epoch)}
         history.append(metrics)
-        if distributed.is_main():
+        if (
+            distributed.is_main()
+        ):  # the history first: a kill between the two leaves it a row ahead, cut on resume
+            write_table(layout.history(stage), pd.DataFrame(history))
             save_checkpoint(
                 url,
                 {
@@ -528,7 +531,6 @@ def fit(
                     "network_prefix": state.network_prefix,
                 },
             )
-            write_table(layout.history(stage), pd.DataFrame(history))
             per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
             logger.info(epoch_line(metrics, config.epochs, per_epoch * (config.epochs - epoch - 1)))
             if on_epoch_end is not None:
