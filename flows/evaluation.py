@@ -18,7 +18,7 @@ from motionfit.tasks.evaluation.stage import evaluate_run
 @task(name="evaluate", tags=["gpu"])
 def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
     """Evaluate the trained methods, merge the rows into metrics.parquet, write report.md and publish them."""
-    layout = RunLayout(run_root)
+    layout = RunLayout.at(run_root)
     manifest = load_manifest(layout)
     left_out = left_out_videos(manifest)
     result = evaluate_run(

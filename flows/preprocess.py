@@ -39,13 +39,13 @@ def decode_batch(
     run_root: str, videos: list[tuple[str, str]], config: DecodeConfig, inputs: str
 ) -> list[dict[str, Any]]:
     """Decode one batch of (video_id, path) into frames.zarr (``inputs`` fingerprints the files)."""
-    return require_no_failures("decode", decode_videos(videos, RunLayout(run_root), config))
+    return require_no_failures("decode", decode_videos(videos, RunLayout.at(run_root), config))
 
 
 @task(name="flow-batch")
 def tvl1_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[dict[str, Any]]:
     """TV-L1 flow of one batch of decoded videos into flow.zarr (``inputs`` fingerprints their frames)."""
-    return require_no_failures("flow", compute_flows(video_ids, RunLayout(run_root), config))
+    return require_no_failures("flow", compute_flows(video_ids, RunLayout.at(run_root), config))
 
 
 def publish_manifest_summary(layout: RunLayout) -> pd.DataFrame:

@@ -43,7 +43,7 @@ SKETCH_DIMENSION = "sketch_dim"
 @task(name="idt-batch")
 def idt_batch(run_root: str, video_ids: list[str], config: IdtConfig, inputs: str) -> list[dict[str, Any]]:
     """Improved Dense Trajectories of one batch of decoded videos into idt.zarr."""
-    return require_no_failures("idt", extract_idt_videos(video_ids, RunLayout(run_root), config))
+    return require_no_failures("idt", extract_idt_videos(video_ids, RunLayout.at(run_root), config))
 
 
 @task(name="fv-fit")
@@ -51,7 +51,7 @@ def fv_fit_task(
     run_root: str, video_ids: list[str], config: FisherConfig, idt_columns: IdtColumns, inputs: str
 ) -> str:
     """Fit PCA + GMM on a seeded sample of the videos' descriptors; returns the saved model's URL."""
-    layout = RunLayout(run_root)
+    layout = RunLayout.at(run_root)
     arrays = layout.store("idt").arrays(video_ids)  # opened lazily: only the sampled rows are read
     sample = sample_descriptors(arrays, config, np.random.default_rng(config.sample_seed), idt_columns)
     model = fit_fisher_model(sample, config, idt_columns)
@@ -65,7 +65,7 @@ def fv_fit_task(
 @task(name="fv-encode-batch")
 def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs: str) -> str:
     """Sketched Fisher vectors of one batch, written as one part array; returns the part's URL."""
-    layout = RunLayout(run_root)
+    layout = RunLayout.at(run_root)
     model = load_fisher_model(model_url)
     store = layout.store("idt")
     vectors = np.stack([encode_video(store.read(video_id), model) for video_id in video_ids])
@@ -77,7 +77,7 @@ def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs:
 @task(name="cluster")
 def cluster_task(run_root: str, config: ClusterConfig, inputs: str) -> dict[str, float]:
     """k-means runs on fv.zarr into clusters.parquet; returns the number of clusters and videos."""
-    layout = RunLayout(run_root)
+    layout = RunLayout.at(run_root)
     video_ids, vectors = read_video_matrix(layout.fv_vectors)
     clusters = cluster_videos(vectors, video_ids, config)
     write_table(layout.clusters, clusters)

@@ -58,7 +58,7 @@ def _train(
 ) -> dict[str, Any]:
     """``train(layout=..., manifest=..., **arguments)`` on ``processes`` data-parallel processes, its epochs
     in the epoch table of stage ``epochs_of``."""
-    layout = RunLayout(run_root)
+    layout = RunLayout.at(run_root)
     on_epoch_end = _epoch_table(layout, epochs_of).append
     manifest = load_manifest(layout)
     return train_in_processes(
@@ -87,7 +87,7 @@ def teacher_task(
 @task(name="pseudo-label", tags=GPU_TAGS)
 def pseudo_label_task(run_root: str, config: PseudoLabelConfig, device: str, inputs: str) -> dict[str, Any]:
     """Clip-level teacher logits on every unlabelled video; accuracy against held-back labels where known."""
-    layout = RunLayout(run_root)
+    layout = RunLayout.at(run_root)
     manifest = load_manifest(layout)
     table = generate_pseudo_labels(layout, manifest, config, device)
     accuracy = pseudo_label_accuracy(table, manifest)

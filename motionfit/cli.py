@@ -1,4 +1,4 @@
-"""The ``motionfit`` command: demo, run, stage, config, status, verify, report, synth, idt, flow.
+"""The ``motionfit`` command: demo, run, stage, sweep, config, status, verify, report, synth, idt, flow.
 
 Every subcommand imports what it needs when it runs: ``--help``, ``config`` and ``status`` load no torch,
 torchvision, OpenCV, SciPy or scikit-learn (a test checks it)."""
@@ -68,6 +68,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     pipeline_flow(config, until=args.until, only=args.only, start=args.start, wait=args.wait)
     print(f"run finished: {config.run_root}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a sweep's settings as subflows of one flow run and print its table; ``--list`` the shipped ones."""
+    from motionfit.sweep import load_sweep, setting_configs, sweep_names
+
+    if args.list:
+        for name in sweep_names():
+            print(f"{name}: {load_sweep(name).mirrors}")
+        return 0
+    if args.sweep is None:
+        raise SystemExit("motionfit sweep: name a sweep or a sweep YAML file (motionfit sweep --list)")
+    if args.config is not None and args.preset is not None:
+        raise SystemExit(f"give a config file or --preset, not both (got {args.config} and {args.preset})")
+    sweep = load_sweep(args.sweep)
+    from motionfit.flows.sweep import sweep_flow
+    from motionfit.storage.layout import normalised_root
+
+    sweep_root = normalised_root(args.run_root or f"runs/sweeps/{sweep.name}")
+    preset = None if args.config else args.preset or "tiny"
+    settings = {key: value for key, value in _overrides(args).items() if key != "run_root"}
+    runs = setting_configs(sweep, sweep_root, args.config, preset, settings)
+    result = sweep_flow(sweep, runs, sweep_root)
+    print(result["markdown"], end="")
     return 0
 
 
@@ -233,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(stage)
     _add_wait_argument(stage)
     stage.set_defaults(handler=cmd_stage)
+
+    sweep = commands.add_parser("sweep", help="run a sweep of settings into one comparison table")
+    sweep.add_argument("sweep", nargs="?", help="a shipped sweep's name or a sweep YAML file")
+    sweep.add_argument(
+        "--list", action="store_true", help="list the shipped sweeps and the tables they mirror"
+    )
+    sweep.add_argument("--config", help="YAML config file of every setting (default: --preset tiny)")
+    sweep.add_argument("--preset", help="preset of every setting")
+    sweep.add_argument("--run-root", help="the sweep's root (default: runs/sweeps/<name>)")
+    sweep.add_argument(
+        "--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field of every setting"
+    )
+    sweep.set_defaults(handler=cmd_sweep)
 
     config = commands.add_parser("config", help="print the resolved config as YAML (validated)")
     _add_config_arguments(config)

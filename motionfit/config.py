@@ -156,11 +156,11 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -179,7 +179,7 @@ def nested_overrides(settings: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ValueError(f"override {key!r} sets a field inside {part!r}, which is set to a value")
         both = isinstance(node.get(leaf), dict) and isinstance(value, Mapping)
-        node[leaf] = _deep_merge(node[leaf], dict(value)) if both else value
+        node[leaf] = deep_merge(node[leaf], dict(value)) if both else value
     return nested
 
 
@@ -214,6 +214,6 @@ def load_config(
     for overlay in overlays or []:
         if not Path(overlay).is_file():
             raise FileNotFoundError(f"config overlay {overlay} does not exist")
-        values = _deep_merge(values, _read_yaml(Path(overlay), f"config overlay {overlay}"))
-    values = _deep_merge(values, overrides or {})
+        values = deep_merge(values, _read_yaml(Path(overlay), f"config overlay {overlay}"))
+    values = deep_merge(values, overrides or {})
     return PipelineConfig.model_validate(values)

@@ -25,7 +25,10 @@ def run_outputs(layout: RunLayout) -> pd.DataFrame:
     }
     rows = [(stage, url, "done" if fs.exists(url) else "missing") for stage, url in outputs.items()]
     planned = planned_epochs(layout)
-    for name in fs.list_names(layout.checkpoint_root):
+    shared = {
+        entry.removeprefix("checkpoints/") for entry, _ in layout.sources if entry.startswith("checkpoints/")
+    }
+    for name in sorted(set(fs.list_names(layout.checkpoint_root)) | shared):
         history = layout.history(name)
         finished = len(pd.read_parquet(history, columns=["epoch"])) if fs.exists(history) else 0
         rows.append((f"train:{name}", layout.checkpoints(name), f"epoch {finished}/{planned.get(name, '?')}"))

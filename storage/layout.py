@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,33 @@ Measured with benchmarks/bench_storage.py: RGB frames barely compress losslessly
 compressing them doubles the decode stage's cost, so they are stored raw; flow (uint8, mostly near 128)
 compresses 7.8x with zstd at the same clip read time."""
 
+SHAREABLE_OUTPUTS = (
+    "manifest.parquet",
+    "frames.zarr",
+    "_markers/decode",
+    "flow.zarr",
+    "_markers/flow",
+    "idt.zarr",
+    "_markers/idt",
+    "fv_model",
+    "fv_parts.zarr",
+    "fv.zarr",
+    "clusters.parquet",
+    "pseudo_labels.parquet",
+    "supervised_labels.parquet",
+)
+"""Outputs a run root may read from another (besides ``checkpoints/<stage>``): what its stages compute from
+the data and the config. The config, lock, Prefect results, metrics and report are always the root's own."""
+SOURCES_FILE = "_sources.json"
+
+
+def normalised_root(root: str | Path) -> str:
+    """A run root as the layout names it: a local path absolute and resolved, a URL as given."""
+    root = str(root)
+    if fs.is_local(root):
+        root = str(Path(root.removeprefix("file://")).expanduser().resolve())
+    return root
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -37,19 +65,43 @@ class RunLayout:
     _markers/<stage>/  _prefect/                        per-video commits, Prefect results
     _prefect/flow_runs.json                             the root flow runs of this root
     _lock.json                                          the run that holds the root now
+    _sources.json                                       outputs this root reads from other run roots
+
+    ``sources`` maps an output (an entry of :data:`SHAREABLE_OUTPUTS`, or ``checkpoints/<stage>``) to the run
+    root that holds it: the settings of a sweep share the outputs their configs agree on this way, each
+    setting's own root naming where the shared ones are (``_sources.json``, read by :meth:`at`).
     """
 
     root: str
+    sources: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def at(cls, root: str | Path) -> RunLayout:
-        root = str(root)
-        if fs.is_local(root):
-            root = str(Path(root.removeprefix("file://")).expanduser().resolve())
-        return cls(root)
+        root = normalised_root(root)
+        try:
+            sources = fs.read_json(fs.join(root, SOURCES_FILE))
+        except FileNotFoundError:
+            sources = {}
+        return cls(root, tuple(sorted(sources.items())))
+
+    def share(self, sources: Mapping[str, str]) -> RunLayout:
+        """Make this root read each output of ``sources`` from the run root named there (none: its own);
+        returns the new layout."""
+        unknown = [o for o in sources if o not in SHAREABLE_OUTPUTS and not o.startswith("checkpoints/")]
+        if unknown:
+            raise ValueError(f"cannot share {unknown}: shareable outputs are {sorted(SHAREABLE_OUTPUTS)}")
+        fs.write_json_atomic(fs.join(self.root, SOURCES_FILE), dict(sorted(sources.items())))
+        return RunLayout.at(self.root)
+
+    def root_of(self, output: str) -> str:
+        """The run root that holds ``output`` (this one unless it is shared)."""
+        return dict(self.sources).get(output, self.root)
 
     def path(self, *parts: str) -> str:
-        return fs.join(self.root, *parts)
+        first = parts[0] if parts else ""
+        if first in ("checkpoints", "_markers") and len(parts) > 1:
+            first = f"{parts[0]}/{parts[1]}"
+        return fs.join(self.root_of(first), *parts)
 
     @property
     def run_config(self) -> str:
@@ -60,7 +112,7 @@ class RunLayout:
         return self.path("manifest.parquet")
 
     def markers(self, stage: str) -> StageMarkers:
-        return StageMarkers(self.root, stage)
+        return StageMarkers(self.root_of(f"_markers/{stage}"), stage)
 
     def store(self, name: str, chunk_frames: int = 16) -> VideoArrayStore:
         """The per-video array store ``frames``, ``flow`` or ``idt``, committed by its stage's markers."""
