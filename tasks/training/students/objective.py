@@ -1,6 +1,6 @@
 """What every student objective shares: the exported network's name in the trained module, the setup an
-objective hands the training loop, and the clips a student trains on (MSCL's motion differential sampling,
-the aligned flow clips of LMCL)."""
+objective hands the training loop, the frozen flow teacher (LMCL) and the clips a student trains on (MSCL's
+motion differential sampling, the aligned flow clips of LMCL)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from motionfit.models.video_net import VideoNet
@@ -16,6 +17,7 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import ClipDataset, video_clip_keys
 from motionfit.tasks.motion.sampling import motion_differential_keys
 from motionfit.tasks.training.config import StudentConfig
+from motionfit.tasks.training.loop import load_network
 
 STUDENT_KEY = "student"
 """Name of the exported network inside the trained module (checkpoint prefix ``student.``)."""
@@ -55,6 +57,13 @@ def training_keys(layout: RunLayout, keys: pd.DataFrame, config: StudentConfig) 
 def student_modalities(config: StudentConfig) -> tuple[str, ...]:
     """RGB, plus the aligned flow clips when LMCL is on."""
     return ("rgb", "flow") if config.lmcl_weight > 0 else ("rgb",)
+
+
+def frozen_teacher(layout: RunLayout, config: StudentConfig, device: torch.device) -> VideoNet:
+    """The flow teacher of ``config.teacher_stage`` in eval mode and without gradients; kept out of the
+    trained module, it is neither updated, switched to training mode, nor saved with the student."""
+    teacher, _ = load_network(layout.checkpoint(config.teacher_stage), device)
+    return teacher.requires_grad_(False)
 
 
 def video_keys(layout: RunLayout, video_ids: list[str], config: StudentConfig) -> pd.DataFrame:
