@@ -103,8 +103,8 @@ def pseudo_label_task(run_root: str, config: PseudoLabelConfig, device: str, inp
 def student_task(
     run_root: str, config: StudentConfig, stage: str, device: str, inputs: str, processes: int = 1
 ) -> dict[str, Any]:
-    """Self-train an RGB student (pseudo-labels, IDT-prior Local Aggregation or CMPL) on ``processes``
-    data-parallel processes; resumable."""
+    """Train an RGB student (pseudo-labels, IDT-prior Local Aggregation, CMPL, MERS/MARS ...) on
+    ``processes`` data-parallel processes; resumable."""
     return _train(
         train_student, run_root, stage, device, processes, config=config, stage=stage, data_key=inputs
     )
@@ -178,12 +178,23 @@ def student_config(method: Method, config: PipelineConfig, layout: RunLayout) ->
     return section
 
 
-def student_inputs(method: Method, layout: RunLayout, frames: Any) -> Any:
+def student_inputs(method: Method, section: StudentConfig, layout: RunLayout, frames: Any) -> Any:
     """What a student is trained on, as a fingerprint: the ``frames`` fingerprint, plus its targets' table (or
-    the manifest, for CMPL's labelled target and for the objectives that see the unlabelled videos alone)."""
+    the manifest, for CMPL's labelled target and for the objectives that see the unlabelled videos alone; and
+    the flow and the teacher of ``section``, for those that regress the teacher's features)."""
     if method.trains_on in ("target", "videos"):
         return fingerprint(
             "student", STUDENT_CODE_VERSION, method.name, frames, _manifest_fingerprint(layout)
+        )
+    if method.trains_on == "teacher_features":
+        return fingerprint(
+            "student",
+            STUDENT_CODE_VERSION,
+            method.name,
+            frames,
+            _manifest_fingerprint(layout),
+            _store_fingerprint(layout, "flow"),
+            content_fingerprint(layout.checkpoint(section.teacher_stage)),
         )
     targets = {
         "pseudo_labels": layout.pseudo_labels,
@@ -215,7 +226,7 @@ def student_flow(config: PipelineConfig) -> dict[str, Any]:
                 section.frame_stride,
             )
         section = student_config(method, config, layout)
-        inputs = student_inputs(method, layout, frames)
+        inputs = student_inputs(method, section, layout, frames)
         processes = config.runtime.train_processes
         if processes > 1 and section.objective not in DATA_PARALLEL_OBJECTIVES:
             logger.warning("student %s: objective %s trains in one process", method.name, section.objective)

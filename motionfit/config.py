@@ -98,6 +98,12 @@ class PipelineConfig(BaseModel):
     cmpl: StudentConfig = _student_section(
         "cmpl", "CMPL's primary and auxiliary networks (semi-supervised on the target)."
     )
+    mers: StudentConfig = _student_section(
+        "mers", "MERS: an RGB network regressing the flow teacher's features on the labelled target."
+    )
+    mars: StudentConfig = _student_section(
+        "mars", "MARS: MERS's feature regression beside cross-entropy on the labelled target, scored as is."
+    )
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 

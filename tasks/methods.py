@@ -17,17 +17,18 @@ TEACHER_STAGE = "teacher"
 """Checkpoint folder of the flow teacher (``checkpoints/teacher``)."""
 
 Modality = Literal["rgb", "flow"]
-TrainsOn = Literal["pseudo_labels", "clusters", "supervised_labels", "target", "videos"]
+TrainsOn = Literal["pseudo_labels", "clusters", "supervised_labels", "target", "teacher_features", "videos"]
 
 
 @dataclass(frozen=True)
 class Method:
     """One method: ``name`` (in configs, metrics and stage names), ``label`` (in reports), the ``objective``
     and config ``section`` of its student (None: no student), what that student ``trains_on`` (the teacher's
-    pseudo-labels, the IDT clusters, the source's held-back labels, or the labelled target with unlabelled
-    videos, or the unlabelled videos alone), its ``init`` for fine-tuning (None: not fine-tuned), whether it
-    ``needs_idt``, the ``modality`` it sees at test time, and ``section_defaults``: the values its config
-    section takes where a config leaves them out (the objective at least)."""
+    pseudo-labels, the IDT clusters, the source's held-back labels, the labelled target with unlabelled
+    videos, the flow teacher's features on the labelled target, or the unlabelled videos alone), its
+    ``init`` for fine-tuning (None: not fine-tuned), whether it ``needs_idt``, the ``modality`` it sees at
+    test time, and ``section_defaults``: the values its config section takes where a config leaves them out
+    (the objective at least)."""
 
     name: str
     label: str
@@ -120,6 +121,21 @@ METHODS: dict[str, Method] = {
             section_defaults={"motion_sampling": True, "lmcl_weight": 1.0},
         ),
         Method(
+            "mers",
+            "MERS student (flow-feature regression)",
+            objective="mers",
+            section="mers",
+            trains_on="teacher_features",
+            init="student",
+        ),
+        Method(
+            "mars",
+            "MARS (flow-feature regression + cross-entropy)",
+            objective="mars",
+            section="mars",
+            trains_on="teacher_features",
+        ),
+        Method(
             "supervised",
             "Supervised pre-training (source labels)",
             objective="pseudo_labels",
@@ -129,8 +145,11 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
-"""Every method, in the order of the result tables. ``supervised`` is the upper bound of the IDT-prior
-paper's "% sup.": MotionFit's student recipe on the source's true labels (hard targets)."""
+"""Every method, in the order of the result tables. ``mers`` and ``mars`` are the knowledge-transfer baselines
+of MARS (Crasto et al. 2019) on the teacher's own training videos: MERS's features regress the teacher's and
+are fine-tuned like a student; MARS trains its classifier with the regression and is scored as it stands, as
+in the paper. ``supervised`` is the upper bound of the IDT-prior paper's "% sup.": MotionFit's student recipe
+on the source's true labels (hard targets)."""
 
 DEFAULT_METHODS = ("scratch", "teacher", "motionfit", "idt_la", "supervised")
 """Methods of a run whose config names none."""

@@ -1,6 +1,7 @@
 """Config sections of the training stages: the settings every stage shares (:class:`TrainingConfig`) and the
 flow teacher (``teacher``), pseudo-labelling (``pseudo_label``), the RGB students (``motionfit``,
-``idt_la``, ``cmpl``) and fine-tuning (``finetune``), each with its paper's defaults."""
+``idt_la``, ``cmpl``, ``mers``, ``mars`` ...) and fine-tuning (``finetune``), each with its paper's
+defaults."""
 
 from __future__ import annotations
 
@@ -99,11 +100,18 @@ class StudentConfig(TrainingConfig):
     """The RGB student (R(2+1)D-18, 16 x 112 x 112 in MotionFit, CMPL and the IDT-prior paper)."""
 
     objective: Literal[
-        "pseudo_labels", "local_aggregation", "instance_recognition", "video_local_aggregation", "cmpl"
+        "pseudo_labels",
+        "local_aggregation",
+        "instance_recognition",
+        "video_local_aggregation",
+        "cmpl",
+        "mers",
+        "mars",
     ] = Field(
         "pseudo_labels",
         description="MotionFit pseudo-labels, Local Aggregation on the IDT clusters, instance recognition, "
-        "Local Aggregation on k-means of the network's embeddings, or CMPL",
+        "Local Aggregation on k-means of the network's embeddings, CMPL, or regression of the flow "
+        "teacher's features on the labelled target alone (MERS) or beside cross-entropy (MARS)",
     )
     pseudo_labels_url: str | None = Field(
         None,
@@ -114,7 +122,10 @@ class StudentConfig(TrainingConfig):
     lr: float = Field(0.01, gt=0, description="peak SGD learning rate")
     warmup_epochs: float = Field(1.0, ge=0, description="linear LR warm-up (epochs)")
     clips_per_video: int = Field(
-        10, ge=1, description="clip keys per video that LA/CMPL draw one clip from per visit (segments)"
+        10,
+        ge=1,
+        description="clip keys (segments) per video: LA/CMPL draw one clip of them per visit, MERS/MARS "
+        "train on every one, jittered within its segment",
     )
     # MotionFit pseudo-labels
     target_mode: TargetMode = Field("soft", description="pseudo-label targets: soft (MotionFit), hard, topk")
@@ -184,7 +195,16 @@ class StudentConfig(TrainingConfig):
     )
     lmcl_temperature: float = Field(0.1, gt=0, description="InfoNCE temperature of LMCL")
     lmcl_embedding_dim: int = Field(128, ge=1, description="projection size of the LMCL heads")
-    teacher_stage: str = Field(TEACHER_STAGE, description="stage of the flow teacher (LMCL)")
+    teacher_stage: str = Field(TEACHER_STAGE, description="stage of the flow teacher (LMCL, MERS, MARS)")
+    # MERS / MARS
+    feature_weight: float = Field(
+        50.0,
+        gt=0,
+        description="alpha, weight of the mean squared error between the student's and the frozen flow "
+        "teacher's features at the layer before the final fully-connected layer (globally pooled conv5, "
+        "as in MARS), on the same frames, crop and flip; MARS adds it to cross-entropy (alpha 50, Crasto "
+        "et al. 2019), MERS minimises it alone (the weight then scales its step as the LR does)",
+    )
 
     @model_validator(mode="after")
     def _joint_space_after_warm_up(self) -> StudentConfig:

@@ -25,6 +25,7 @@ from motionfit.tasks.data.clips import ClipDataset
 from motionfit.tasks.evaluation.metrics import read_metrics
 from motionfit.tasks.evaluation.report import render_report_for_terminal
 from motionfit.tasks.evaluation.stage import evaluate_run
+from motionfit.tasks.methods import DEFAULT_METHODS, METHODS
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,7 @@ def finished_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tu
     config = load_config(
         preset="tiny",
         overrides={
+            "methods": [*DEFAULT_METHODS, "mers", "mars"],
             "run_root": str(root / "run"),
             "synth_root": str(root / "data"),
             "synth": SMALL_SYNTH,
@@ -74,6 +76,8 @@ def finished_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tu
             "teacher": NETWORK,
             "motionfit": NETWORK,
             "idt_la": {**NETWORK, "ir_warmup_epochs": 1, "joint_space_epochs": 1},
+            "mers": NETWORK,
+            "mars": NETWORK,
             "finetune": NETWORK,
             "evaluate": {"fewshot_shots": [1, "all"], "gradcam_videos": 2, "retrieval_clips": 2},
         },
@@ -139,6 +143,24 @@ def test_metrics_cover_every_method(finished_run) -> None:
     }
 
 
+def test_mers_and_mars_regress_the_teacher_on_the_target_train_clips_and_are_scored(finished_run) -> None:
+    run_root, _ = finished_run
+    layout = RunLayout.at(run_root)
+    manifest = load_manifest(layout)
+    train_ids = set(
+        manifest.loc[(manifest["dataset"] == "target") & (manifest["split"] == "train"), "video_id"]
+    )
+    assert ("rgb/flow", frozenset(train_ids)) in TRAINED_ON  # paired clips of the teacher's videos
+    for stage in ("student_mers", "finetune_mers", "student_mars"):
+        assert fs.exists(layout.checkpoint(stage)), stage
+        if stage.startswith("student_"):
+            assert np.isfinite(read_table(layout.history(stage))["feature_mse"]).all(), stage
+    assert not fs.exists(layout.checkpoint("finetune_mars")), "MARS is scored as it trained"
+    report = Path(layout.report).read_text()
+    for method in ("mers", "mars"):
+        assert f"| {METHODS[method].label} |" in report, method
+
+
 def test_report_shows_the_metrics_and_plots(finished_run) -> None:
     run_root, _ = finished_run
     layout = RunLayout.at(run_root)
@@ -190,6 +212,7 @@ def test_a_second_run_reuses_every_result(finished_run) -> None:
     watched = [
         layout.checkpoint("teacher"),
         layout.checkpoint("finetune_motionfit"),
+        layout.checkpoint("student_mars"),
         layout.pseudo_labels,
     ]
     before = [Path(url).stat().st_mtime_ns for url in watched]

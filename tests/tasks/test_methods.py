@@ -22,6 +22,8 @@ def test_stage_names_derive_from_the_method() -> None:
     assert METHODS["idt_la"].student_stage == "student_idt_la"
     assert METHODS["idt_la"].finetune_stage == "finetune_idt_la"
     assert METHODS["cmpl"].evaluated_stage == "student_cmpl"  # CMPL's primary network, not fine-tuned
+    assert METHODS["mers"].evaluated_stage == "finetune_mers"  # features only: fine-tuned on the target
+    assert METHODS["mars"].evaluated_stage == "student_mars"  # trained with its classifier: scored as is
     assert METHODS["teacher"].evaluated_stage == "teacher" and METHODS["scratch"].student_stage is None
     assert len(training_stages()) == len(set(training_stages()))
 
@@ -69,3 +71,8 @@ def test_a_section_takes_its_methods_defaults_for_what_a_config_leaves_out() -> 
     ablation = load_config(preset="tiny", overrides={"mscl": {"lmcl_weight": 0.0}})
     assert ablation.mscl.lmcl_weight == 0.0 and ablation.mscl.motion_sampling
     assert config.video_la.objective == "video_local_aggregation"
+    assert (config.mers.objective, config.mars.objective, config.mars.feature_weight) == (
+        "mers",
+        "mars",
+        50.0,
+    )

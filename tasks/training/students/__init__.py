@@ -1,5 +1,6 @@
 """RGB students, one module per self-training objective (MotionFit pseudo-labels, IDT-prior Local
-Aggregation, CMPL), the shared single-network loop and MSCL's local motion contrast."""
+Aggregation, CMPL, MERS/MARS feature regression), the shared single-network loop and MSCL's local motion
+contrast."""
 
 from motionfit.tasks import lazy_exports
 
@@ -11,5 +12,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ObjectiveSetup": "objective",
         "cluster_matrix": "local_aggregation",
         "train_cmpl": "cmpl",
+        "FeatureRegression": "feature_regression",
     },
 )

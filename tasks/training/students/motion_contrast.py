@@ -12,7 +12,7 @@ from motionfit.models.video_net import VideoNet
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import MODALITY_CHANNELS
 from motionfit.tasks.training.config import StudentConfig
-from motionfit.tasks.training.loop import load_network
+from motionfit.tasks.training.students.objective import frozen_teacher
 
 
 class MotionContrast:
@@ -27,7 +27,7 @@ class MotionContrast:
     """
 
     def __init__(self, teacher: VideoNet, heads: nn.ModuleDict, temperature: float) -> None:
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = teacher
         self.heads = heads
         self.temperature = temperature
 
@@ -75,6 +75,6 @@ def load_motion_contrast(
     layout: RunLayout, student: VideoNet, config: StudentConfig, device: torch.device
 ) -> tuple[MotionContrast, nn.ModuleDict]:
     """The frozen teacher of ``config.teacher_stage`` and fresh LMCL heads for ``student``."""
-    teacher, _ = load_network(layout.checkpoint(config.teacher_stage), device)
+    teacher = frozen_teacher(layout, config, device)
     heads = MotionContrast.build_heads(student, teacher, config, device)
     return MotionContrast(teacher, heads, config.lmcl_temperature), heads

@@ -1,6 +1,6 @@
 """What every student objective shares: the exported network's name in the trained module, the setup an
-objective hands the training loop, and the clips a student trains on (MSCL's motion differential sampling,
-the aligned flow clips of LMCL)."""
+objective hands the training loop, the frozen flow teacher (LMCL, MERS, MARS) and the clips a student trains
+on (MSCL's motion differential sampling, the aligned flow clips of LMCL, MERS and MARS)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from motionfit.models.video_net import VideoNet
@@ -16,9 +17,13 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import ClipDataset, video_clip_keys
 from motionfit.tasks.motion.sampling import motion_differential_keys
 from motionfit.tasks.training.config import StudentConfig
+from motionfit.tasks.training.loop import load_network
 
 STUDENT_KEY = "student"
 """Name of the exported network inside the trained module (checkpoint prefix ``student.``)."""
+
+FLOW_PAIRED_OBJECTIVES = frozenset({"mers", "mars"})
+"""The objectives whose loss reads the teacher on the flow clip paired with each RGB clip."""
 
 LossFn = Callable[[dict[str, Any], Tensor, int], tuple[Tensor, dict[str, Any], Callable[[], None] | None]]
 """``loss_fn(batch, feature_map, epoch) -> (loss, metrics, after_update)`` of one training step; the feature
@@ -53,8 +58,16 @@ def training_keys(layout: RunLayout, keys: pd.DataFrame, config: StudentConfig) 
 
 
 def student_modalities(config: StudentConfig) -> tuple[str, ...]:
-    """RGB, plus the aligned flow clips when LMCL is on."""
-    return ("rgb", "flow") if config.lmcl_weight > 0 else ("rgb",)
+    """RGB, plus the aligned flow clips when LMCL is on or the objective regresses the teacher's features."""
+    paired = config.lmcl_weight > 0 or config.objective in FLOW_PAIRED_OBJECTIVES
+    return ("rgb", "flow") if paired else ("rgb",)
+
+
+def frozen_teacher(layout: RunLayout, config: StudentConfig, device: torch.device) -> VideoNet:
+    """The flow teacher of ``config.teacher_stage`` in eval mode and without gradients; kept out of the
+    trained module, it is neither updated, switched to training mode, nor saved with the student."""
+    teacher, _ = load_network(layout.checkpoint(config.teacher_stage), device)
+    return teacher.requires_grad_(False)
 
 
 def video_keys(layout: RunLayout, video_ids: list[str], config: StudentConfig) -> pd.DataFrame:

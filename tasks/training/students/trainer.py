@@ -4,7 +4,9 @@
 
 - ``pseudo_labels``: MotionFit's clip-level pseudo-labels (:mod:`.pseudo_labels`);
 - ``local_aggregation``: Video Local Aggregation with the IDT prior (:mod:`.local_aggregation`);
-- ``cmpl``: CMPL's cross-model pseudo-labelling of a primary and an auxiliary network (:mod:`.cmpl`).
+- ``cmpl``: CMPL's cross-model pseudo-labelling of a primary and an auxiliary network (:mod:`.cmpl`);
+- ``mers``, ``mars``: regression of the frozen flow teacher's features on the labelled target, alone or
+  beside cross-entropy (:mod:`.feature_regression`).
 
 MSCL options (Ni et al. 2022) for every objective: motion differential sampling (train on the more dynamic
 half of each video's clips, :mod:`motionfit.tasks.motion.sampling`) and the local motion contrastive loss
@@ -44,7 +46,7 @@ from motionfit.tasks.training.loop import (
     train_one_epoch,
     use_amp,
 )
-from motionfit.tasks.training.students import local_aggregation, pseudo_labels
+from motionfit.tasks.training.students import feature_regression, local_aggregation, pseudo_labels
 from motionfit.tasks.training.students.cmpl import train_cmpl
 from motionfit.tasks.training.students.motion_contrast import load_motion_contrast
 from motionfit.tasks.training.students.objective import STUDENT_KEY, ObjectiveSetupFn
@@ -168,9 +170,12 @@ OBJECTIVES: dict[str, StudentTrainer] = {
     ),
     "video_local_aggregation": functools.partial(train_single_network, local_aggregation.video_setup),
     "cmpl": train_cmpl,
+    "mers": functools.partial(train_single_network, feature_regression.setup),
+    "mars": functools.partial(train_single_network, feature_regression.setup),
 }
 """The student objectives by ``StudentConfig.objective``."""
 
-DATA_PARALLEL_OBJECTIVES = frozenset({"pseudo_labels"})
+DATA_PARALLEL_OBJECTIVES = frozenset({"pseudo_labels", "mers", "mars"})
 """The objectives that train on several processes (``runtime.train_processes``): the others update a memory
-bank, or pseudo-label with a second network, within one process."""
+bank, or pseudo-label with a second network, within one process (the frozen teacher of MERS and MARS is
+each rank's own copy)."""
