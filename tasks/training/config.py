@@ -87,9 +87,12 @@ class PseudoLabelConfig(BaseModel):
     clips_per_video: int = Field(
         10, ge=1, description="R clips per video, evenly spaced (MotionFit labels clips, not videos)"
     )
-    level: Literal["clip", "video"] = Field(
-        "clip", description="clip: each clip its own logits (MotionFit); video: the video's mean (ablation)"
+    level: Literal["clip", "segment", "video"] = Field(
+        "clip",
+        description="clip: each clip its own logits (MotionFit); segment: the mean of its TSN-style segment "
+        "of the video; video: the video's mean (the poster's granularity ablation)",
     )
+    segments: int = Field(3, ge=1, description="segment level: equal spans per video (TSN: 3)")
     teacher_stage: str = Field(TEACHER_STAGE, description="stage whose checkpoint is the teacher")
     batch_size: int = Field(32, ge=1, description="clips per inference batch")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes")

@@ -4,8 +4,9 @@ The teacher scores R evenly spaced clips of every unlabelled video (centre crop 
 of every clip are stored in ``pseudo_labels.parquet`` with the clip's stable key (``video_id, clip_index,
 start_frame, logits``). MotionFit self-trains on clip-level labels: each clip keeps its own prediction, so
 the student learns the motion of that time span. The "video" level (the paper's ablation) gives every clip
-the mean logits of its video. Targets (hard, soft with a temperature, or top-k) are derived from the stored
-logits at training time by :func:`pseudo_targets`.
+the mean logits of its video, the "segment" level (TSN-style) the mean of its segment: one of ``segments``
+equal spans of the video's clips. Targets (hard, soft with a temperature, or top-k) are derived from the
+stored logits at training time by :func:`pseudo_targets`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ def logits_matrix(pseudo_labels: pd.DataFrame) -> np.ndarray:
     return np.stack(pseudo_labels["logits"].to_numpy()).astype(np.float32)
 
 
+def label_groups(keys: pd.DataFrame, segments: int) -> np.ndarray:
+    """The group whose mean logits each clip of ``keys`` gets: its video's ``segments`` equal spans of clips
+    in time order (TSN's segments; 1: the whole video), as ``<video_id>#<segment>``."""
+    by_video = keys.groupby("video_id", sort=False)
+    order = by_video["start_frame"].rank(method="first").to_numpy().astype(np.int64) - 1
+    segment = order * segments // by_video["start_frame"].transform("size").to_numpy()
+    return (keys["video_id"].astype(str) + "#" + pd.Series(segment, index=keys.index).astype(str)).to_numpy()
+
+
 def generate_pseudo_labels(
     layout: RunLayout,
     manifest: pd.DataFrame,
@@ -108,10 +118,10 @@ def generate_pseudo_labels(
     items, _, logits = predict_clips(teacher, loader, device, "flow", amp, channels_last=amp)
     order = np.argsort(items, kind="stable")
     logits = logits[order]
-    if config.level == "video":
-        clip_videos = keys["video_id"].to_numpy()
-        video_ids, means = video_means(logits, clip_videos)
-        logits = means[pd.Index(video_ids).get_indexer(clip_videos)].astype(np.float32)
+    if config.level != "clip":
+        groups = label_groups(keys, config.segments if config.level == "segment" else 1)
+        group_ids, means = video_means(logits, groups)
+        logits = means[pd.Index(group_ids).get_indexer(groups)].astype(np.float32)
     table = keys[CLIP_KEY_COLUMNS].assign(logits=list(logits.astype(np.float32)))
     write_table(layout.pseudo_labels, table)
     logger.info(

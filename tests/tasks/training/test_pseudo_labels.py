@@ -18,6 +18,7 @@ from motionfit.tasks.data.transforms import ClipTransform
 from motionfit.tasks.training.config import PseudoLabelConfig
 from motionfit.tasks.training.pseudo_labels import (
     generate_pseudo_labels,
+    label_groups,
     logits_matrix,
     pseudo_label_accuracy,
     pseudo_targets,
@@ -72,6 +73,23 @@ def test_video_level_gives_every_clip_the_video_mean(run: tuple) -> None:
     )
     means = pd.DataFrame(logits_matrix(clip_level)).groupby(clip_level["video_id"]).transform("mean")
     np.testing.assert_allclose(logits_matrix(video_level), means.to_numpy(), rtol=1e-5)
+
+
+def test_segment_level_gives_every_clip_the_mean_of_its_segment(run: tuple) -> None:
+    layout, manifest, _ = run
+    clip_level = generate_pseudo_labels(layout, manifest, PseudoLabelConfig(clips_per_video=6, num_workers=0))
+    config = PseudoLabelConfig(clips_per_video=6, level="segment", segments=3, num_workers=0)
+    segment_level = generate_pseudo_labels(layout, manifest, config, "cpu")
+    segments = clip_level["video_id"] + "#" + (clip_level["clip_index"] // 2).astype(str)  # 6 clips, 3 spans
+    means = pd.DataFrame(logits_matrix(clip_level)).groupby(segments).transform("mean")
+    np.testing.assert_allclose(logits_matrix(segment_level), means.to_numpy(), rtol=1e-5)
+    assert not np.allclose(logits_matrix(segment_level), logits_matrix(clip_level))
+
+
+def test_label_groups_split_each_videos_clips_into_equal_spans_in_time_order() -> None:
+    keys = pd.DataFrame({"video_id": ["a"] * 5 + ["b"] * 2, "start_frame": [8, 0, 2, 4, 6, 0, 3]})
+    assert label_groups(keys, 2).tolist() == ["a#1", "a#0", "a#0", "a#0", "a#1", "b#0", "b#1"]
+    assert set(label_groups(keys, 1)) == {"a#0", "b#0"}
 
 
 def test_pseudo_targets_hard_soft_and_topk() -> None:
