@@ -43,9 +43,9 @@ SHARED_ENTRIES = {
 
 
 def output_keys(config: PipelineConfig) -> dict[str, str]:
-    """A key per output of ``config``'s run (:data:`SHARED_ENTRIES`, and ``checkpoints/<stage>`` of the teacher
-    and of its methods) that hashes the config sections and upstream keys it is computed from: equal keys,
-    equal outputs."""
+    """A key per output of ``config``'s run (:data:`SHARED_ENTRIES`, and ``checkpoints/<stage>`` of the
+    teacher and of its methods) that hashes the config sections and upstream keys it is computed from: equal
+    keys, equal outputs."""
     seed, device = config.runtime.seed, config.runtime.device
     flow_settings = config.flow.model_dump(
         mode="json", exclude={"threads_per_worker", "device", "batch_size"}

@@ -144,11 +144,11 @@ def _as_rows(values: dict[str, Any]) -> Any:
 
 @flow(name="teacher-train")
 def teacher_flow(config: PipelineConfig) -> dict[str, Any]:
-    """The motion teacher on the flow of the labelled target videos."""
+    """The motion teacher on the flow of the labelled target videos (or the appearance teacher on their
+    frames)."""
     layout = RunLayout.at(config.run_root)
-    inputs = fingerprint(
-        "teacher", TEACHER_CODE_VERSION, _manifest_fingerprint(layout), _store_fingerprint(layout, "flow")
-    )
+    seen = _store_fingerprint(layout, "flow" if config.teacher.modality == "flow" else "decode")
+    inputs = fingerprint("teacher", TEACHER_CODE_VERSION, _manifest_fingerprint(layout), seen)
     run = teacher_task.with_options(**stage_task_options(layout, config.runtime))
     section = seeded(config.teacher, config)
     return run(layout.root, section, config.runtime.resolved_device(), inputs, config.runtime.train_processes)

@@ -147,6 +147,24 @@ class PipelineConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _flow_teacher_for_its_features(self) -> PipelineConfig:
+        """LMCL, MERS and MARS learn from the flow teacher's features: an appearance teacher has none."""
+        if self.teacher.modality == "flow":
+            return self
+        sections = {m.name: getattr(self, m.section) for m in map(METHODS.get, self.methods) if m.section}
+        users = [
+            name
+            for name, section in sections.items()
+            if section.lmcl_weight > 0 or METHODS[name].trains_on == "teacher_features"
+        ]
+        if users:
+            raise ValueError(
+                f"teacher.modality rgb: {', '.join(users)} learn from a flow teacher's features; use "
+                "teacher.modality flow or leave them out"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sections_train_their_methods_objective(self) -> PipelineConfig:
         for method in METHODS.values():
             if method.section is not None and getattr(self, method.section).objective != method.objective:

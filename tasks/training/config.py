@@ -70,6 +70,11 @@ class TeacherConfig(TrainingConfig):
     clips_per_video: int = Field(
         4, ge=1, description="R, clips per video averaged by MotionFit's multi-clip loss (chosen here: 4)"
     )
+    modality: Literal["flow", "rgb"] = Field(
+        "flow",
+        description="what the teacher sees: TV-L1 flow (MotionFit's motion teacher) or RGB frames (the "
+        "poster's appearance teacher, an ablation); pseudo-labels come from the same input",
+    )
     eval_clips_per_video: int = Field(5, ge=1, description="centre clips per validation video")
     eval_split: str = Field("val", description="target split scored after each epoch (skipped when empty)")
     epochs: int = Field(60, ge=1, description="training epochs (flow models train long from scratch)")

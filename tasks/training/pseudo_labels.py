@@ -102,20 +102,21 @@ def generate_pseudo_labels(
     teacher = prepare_model(teacher, device, channels_last=amp)
     teacher_config = checkpoint["config"]
     clip_length, frame_stride = teacher_config["clip_length"], teacher_config["frame_stride"]
+    modality = teacher_config.get("modality", "flow")  # checkpoints made before the choice are flow teachers
     video_ids = unlabelled_videos(manifest)
     if not video_ids:
         raise ValueError("manifest has no unlabelled (source) videos to pseudo-label")
-    keys = video_clip_keys(layout, video_ids, ("flow",), clip_length, config.clips_per_video, frame_stride)
+    keys = video_clip_keys(layout, video_ids, (modality,), clip_length, config.clips_per_video, frame_stride)
     dataset = ClipDataset(
         layout,
         keys,
-        ("flow",),
+        (modality,),
         clip_length,
         ClipTransform(crop_size=teacher_config["crop_size"]),
         frame_stride=frame_stride,
     )
     loader = clip_loader(dataset, config.batch_size, device, shuffle=False, num_workers=config.num_workers)
-    items, _, logits = predict_clips(teacher, loader, device, "flow", amp, channels_last=amp)
+    items, _, logits = predict_clips(teacher, loader, device, modality, amp, channels_last=amp)
     order = np.argsort(items, kind="stable")
     logits = logits[order]
     if config.level != "clip":

@@ -66,11 +66,13 @@ def _loader(
     """Training: videos of R clips around R evenly spaced starts; validation: centre clips."""
     clips = config.clips_per_video if train else config.eval_clips_per_video
     video_ids = videos["video_id"]
-    keys = video_clip_keys(layout, video_ids, ("flow",), config.clip_length, clips, config.frame_stride)
+    keys = video_clip_keys(
+        layout, video_ids, (config.modality,), config.clip_length, clips, config.frame_stride
+    )
     dataset = ClipDataset(
         layout,
         keys,
-        ("flow",),
+        (config.modality,),
         config.clip_length,
         clip_transform(config, train),
         frame_stride=config.frame_stride,
@@ -106,7 +108,7 @@ def train_teacher(
         raise ValueError("manifest has no labelled target train videos to train the teacher on")
     n_classes = num_classes(manifest)
     seed_everything(config.seed)
-    args = model_args(config, MODALITY_CHANNELS["flow"], n_classes)
+    args = model_args(config, MODALITY_CHANNELS[config.modality], n_classes)
     model = prepare_model(build_model(**args), device, amp)
     train_loader = _loader(layout, train_videos, config, device, train=True)
     eval_videos = labelled_videos(manifest, config.eval_split)
@@ -117,7 +119,7 @@ def train_teacher(
     state = TrainingState(model, optimizer, scheduler, scaler, network_args=args)
 
     def step(batch: dict[str, Any]) -> StepOutput:
-        clips = batch["flow"]  # [B, R, 2, T, H, W]
+        clips = batch[config.modality]  # [B, R, C, T, H, W]
         logits = model(clips_as_batch(clips, amp)).view(clips.shape[0], clips.shape[1], -1)
         loss = multi_clip_cross_entropy(logits.float(), batch["label"])
         accuracy = 100.0 * (logits.mean(dim=1).argmax(dim=1) == batch["label"]).float().mean()
@@ -140,7 +142,7 @@ def train_teacher(
             channels_last=amp,
         )
         if eval_loader is not None:
-            scores = validate(model, eval_loader, device, "flow", amp, channels_last=amp)
+            scores = validate(model, eval_loader, device, config.modality, amp, channels_last=amp)
             metrics.update({f"{config.eval_split}_{name}": value for name, value in scores.items()})
         return metrics
 

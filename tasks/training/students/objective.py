@@ -66,7 +66,10 @@ def student_modalities(config: StudentConfig) -> tuple[str, ...]:
 def frozen_teacher(layout: RunLayout, config: StudentConfig, device: torch.device) -> VideoNet:
     """The flow teacher of ``config.teacher_stage`` in eval mode and without gradients; kept out of the
     trained module, it is neither updated, switched to training mode, nor saved with the student."""
-    teacher, _ = load_network(layout.checkpoint(config.teacher_stage), device)
+    url = layout.checkpoint(config.teacher_stage)
+    teacher, checkpoint = load_network(url, device)
+    if checkpoint["network_args"]["in_channels"] != 2:
+        raise ValueError(f"LMCL, MERS and MARS regress a flow teacher's features; {url} sees RGB frames")
     return teacher.requires_grad_(False)
 
 

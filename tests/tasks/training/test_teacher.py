@@ -85,3 +85,28 @@ def test_completed_teacher_is_not_retrained(tmp_path: Path) -> None:
     after = load_checkpoint(again["checkpoint"])
     assert calls == [] and again["epochs"] == 1
     assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+
+
+def test_an_appearance_teacher_trains_on_frames_and_pseudo_labels_them(tmp_path: Path) -> None:
+    from motionfit.tasks.training.config import PseudoLabelConfig
+    from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels, logits_matrix
+
+    layout, manifest = write_moving_squares(tmp_path, n_train=1, n_test=0, n_source=1, n_frames=10)
+    config = TeacherConfig(**TINY, modality="rgb", clips_per_video=1, epochs=1, batch_size=2)
+    summary = train_teacher(layout, manifest, config, "cpu")
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    assert checkpoint["network_args"]["in_channels"] == 3 and checkpoint["config"]["modality"] == "rgb"
+    labels = generate_pseudo_labels(
+        layout, manifest, PseudoLabelConfig(clips_per_video=2, num_workers=0), "cpu"
+    )
+    assert logits_matrix(labels).shape == (2 * (manifest["dataset"] == "source").sum(), 4)
+
+
+def test_an_appearance_teacher_is_refused_for_methods_that_regress_flow_features() -> None:
+    from motionfit.config import load_config
+
+    with pytest.raises(ValueError, match="mscl, mers learn from a flow teacher's features"):
+        load_config(
+            preset="tiny", overrides={"teacher": {"modality": "rgb"}, "methods": ["scratch", "mscl", "mers"]}
+        )
+    assert load_config(preset="tiny", overrides={"teacher": {"modality": "rgb"}}).teacher.modality == "rgb"
