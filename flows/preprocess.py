@@ -74,7 +74,14 @@ def ingest_flow(config: PipelineConfig) -> dict[str, int]:
     if config.synth is not None:
         summary = generate_dataset(Path(config.synth_root), config.synth)
         logger.info("synthetic data set in %s: %s", config.synth_root, summary)
-        kept = {"labelled_fraction", "labelled_seed", "target_train_in_source", "leaks"}
+        kept = {
+            "labelled_fraction",
+            "labelled_seed",
+            "target_train_in_source",
+            "max_source_videos",
+            "source_seed",
+            "leaks",
+        }
         keep = data.model_dump(include=kept)
         data = synthetic_data_config(Path(config.synth_root)).model_copy(update=keep)
     manifest = merge_previous_status(build_manifest(data), layout)

@@ -63,6 +63,13 @@ class DataConfig(BaseModel):
     source_heldout_labels: Path | None = Field(
         None, description="Optional CSV path,label of source videos, used only for diagnostics."
     )
+    max_source_videos: int | None = Field(
+        None,
+        ge=1,
+        description="Keep this many source videos, a uniform random choice (IDT-prior paper Fig. 4: the "
+        "prior from fewer source videos); None keeps all. The others are left out of the run.",
+    )
+    source_seed: int = Field(0, description="Seed of the choice of max_source_videos.")
     leaks: Literal["refuse", "warn"] = Field(
         "refuse",
         description="One video file (by resolved path, or by size and the hash of its first 64 KiB) in two "

@@ -285,6 +285,17 @@ def ingest_source(config: DataConfig) -> pd.DataFrame:
     return manifest[list(MANIFEST_COLUMNS)]
 
 
+def chosen_sources(sources: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """``config.max_source_videos`` of the source rows, chosen uniformly with ``config.source_seed`` (from the
+    rows in id order, so the choice does not depend on how the files were listed); all when unset."""
+    if config.max_source_videos is None or len(sources) <= config.max_source_videos:
+        return sources
+    ordered = sources.sort_values("video_id", kind="stable")
+    rng = np.random.default_rng(config.source_seed)
+    keep = np.sort(rng.choice(len(ordered), config.max_source_videos, replace=False))
+    return ordered.iloc[keep].sort_index()
+
+
 def build_manifest(config: DataConfig) -> pd.DataFrame:
     """Target and source rows together (columns :data:`MANIFEST_COLUMNS`); ids are unique across both.
 
@@ -292,7 +303,9 @@ def build_manifest(config: DataConfig) -> pd.DataFrame:
     source video, the target's ``unlabelled`` split, and the target train videos that
     ``config.target_train_in_source`` names. No target test or val video is ever in it.
     """
-    manifest = pd.concat([ingest_target(config), ingest_source(config)], ignore_index=True)
+    manifest = pd.concat(
+        [ingest_target(config), chosen_sources(ingest_source(config), config)], ignore_index=True
+    )
     _check_unique_ids(manifest)
     target_train = (manifest["dataset"] == "target") & (manifest["split"] == "train")
     in_source = (manifest["dataset"] == "source") | (manifest["split"] == "unlabelled")

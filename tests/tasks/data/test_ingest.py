@@ -13,6 +13,7 @@ from motionfit.tasks.data.config import DataConfig, SynthConfig
 from motionfit.tasks.data.ingest import (
     IngestError,
     build_manifest,
+    chosen_sources,
     ingest_csv,
     ingest_folder,
     ingest_hmdb51,
@@ -325,3 +326,17 @@ def test_a_dangling_link_in_a_folder_is_listed_as_missing(tmp_path: Path) -> Non
     assert gone["status"] == "missing"
     assert gone["error"] == f"dangling symbolic link: {folder / 'gone.mp4'} -> {tmp_path / 'deleted.mp4'}"
     assert manifest.loc[str(folder / "kept.mp4"), "status"] == "ok"
+
+
+def test_max_source_videos_keeps_a_seeded_uniform_choice_of_the_source(tmp_path: Path) -> None:
+    for index in range(10):
+        (tmp_path / "pool" / f"v{index}.mp4").parent.mkdir(exist_ok=True)
+        (tmp_path / "pool" / f"v{index}.mp4").write_bytes(b"")
+    full = ingest_source(DataConfig(source_format="folder", source_video_root=tmp_path / "pool"))
+    config = DataConfig(source_format="folder", source_video_root=tmp_path / "pool", max_source_videos=4)
+    chosen = chosen_sources(full, config)
+    assert len(chosen) == 4 and set(chosen["video_id"]) <= set(full["video_id"])
+    assert chosen_sources(full.iloc[::-1], config)["video_id"].tolist() == chosen["video_id"].tolist()
+    other = chosen_sources(full, config.model_copy(update={"source_seed": 1}))
+    assert set(other["video_id"]) != set(chosen["video_id"])
+    assert len(chosen_sources(full, config.model_copy(update={"max_source_videos": 20}))) == 10
