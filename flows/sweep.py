@@ -42,6 +42,14 @@ SHARED_ENTRIES = {
 """The run-root entries of each shared output; the training stages' ``checkpoints/<stage>`` are the others."""
 
 
+class SettingsFailed(RuntimeError):
+    """Settings of a sweep failed; ``markdown`` is the table, which marks them."""
+
+    def __init__(self, message: str, markdown: str) -> None:
+        super().__init__(message)
+        self.markdown = markdown
+
+
 def output_keys(config: PipelineConfig) -> dict[str, str]:
     """A key per output of ``config``'s run (:data:`SHARED_ENTRIES`, and ``checkpoints/<stage>`` of the
     teacher and of its methods) that hashes the config sections and upstream keys it is computed from: equal
@@ -187,5 +195,7 @@ def sweep_flow(
         run_key(sweep_root, "sweep", sweep.name), markdown, f"Sweep {sweep.name} on {sweep_root}"
     )
     if failed:
-        raise RuntimeError(f"sweep {sweep.name}: settings {sorted(failed)} failed; the table marks them")
+        raise SettingsFailed(
+            f"sweep {sweep.name}: settings {sorted(failed)} failed (their errors are logged)", markdown
+        )
     return {"table": fs.join(folder, "table.parquet"), "markdown": markdown}

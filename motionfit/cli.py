@@ -84,14 +84,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.config is not None and args.preset is not None:
         raise SystemExit(f"give a config file or --preset, not both (got {args.config} and {args.preset})")
     sweep = load_sweep(args.sweep)
-    from motionfit.flows.sweep import sweep_flow
+    from motionfit.flows.sweep import SettingsFailed, sweep_flow
     from motionfit.storage.layout import normalised_root
 
     sweep_root = normalised_root(args.run_root or f"runs/sweeps/{sweep.name}")
     preset = None if args.config else args.preset or "tiny"
     settings = {key: value for key, value in _overrides(args).items() if key != "run_root"}
     runs = setting_configs(sweep, sweep_root, args.config, preset, settings)
-    result = sweep_flow(sweep, runs, sweep_root)
+    try:
+        result = sweep_flow(sweep, runs, sweep_root)
+    except SettingsFailed as failure:
+        print(failure.markdown, end="")
+        print(f"motionfit: error: {failure}", file=sys.stderr)
+        return 1
     print(result["markdown"], end="")
     return 0
 

@@ -165,6 +165,20 @@ class PipelineConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _feature_regression_matches_the_teacher(self) -> PipelineConfig:
+        """MERS and MARS regress the teacher's features: their network must have the teacher's shape."""
+        shape = ("arch", "width_multiplier", "layers")
+        for method in (METHODS[name] for name in self.methods):
+            section = getattr(self, method.section) if method.trains_on == "teacher_features" else None
+            differ = [f for f in shape if section and getattr(section, f) != getattr(self.teacher, f)]
+            if differ:
+                raise ValueError(
+                    f"{method.name} regresses the teacher's features, but {method.section}."
+                    f"{f', {method.section}.'.join(differ)} differ from teacher's: give them the teacher's"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _sections_train_their_methods_objective(self) -> PipelineConfig:
         for method in METHODS.values():
             if method.section is not None and getattr(self, method.section).objective != method.objective:
