@@ -37,9 +37,9 @@ class RuntimeConfig(BaseModel):
         description="Memory one video may take in the flow and IDT stages beyond what the process held "
         "before (its libraries: about 620 MiB with torch). Each reads, computes and writes a video in "
         "windows of frames sized to fit, its working memory for the frame size counted in, so a long video "
-        "takes no more than a short one. At 128x228 frames, 256 MiB gives flow windows of 230 frame pairs "
-        "(36 bytes a pixel each; TV-L1 works in 25 MiB) and IDT windows of 695 frames (8 bytes a pixel each; "
-        "the extractor's state at the release's defaults is 2900 bytes a pixel: 101 MiB, 343 MiB at "
+        "takes no more than a short one. At 128x228 frames, 256 MiB gives flow windows of 188 frame pairs "
+        "(44 bytes a pixel each; TV-L1 works in 25 MiB) and IDT windows of 455 frames (12 bytes a pixel "
+        "each; the extractor's state at the release's defaults is 3000 bytes a pixel: 104 MiB, 354 MiB at "
         "455x256); a frame size that needs more runs with the smallest window and a warning. Decode holds "
         "one chunk of 16 frames and the decoder's buffers (22 MiB for 1280x720 video) whatever this is. A "
         "CPU worker needs about max_workers times this above its libraries.",

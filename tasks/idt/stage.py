@@ -25,13 +25,14 @@ the Fisher vectors."""
 
 ROWS_PER_CHUNK = 4096
 """Rows per inner chunk of ``idt.zarr``."""
-WINDOW_BYTES_PER_PIXEL = 8
+WINDOW_BYTES_PER_PIXEL = 12
 """Bytes per pixel of each frame in a window of the IDT stage: the RGB frame read (3), its grey (1) and its
-stored flow (2); measured 7.5 on 1280x720 video decoded to a 128 px short side."""
-WORKING_BYTES_PER_PIXEL = 2900
+stored flow (2); measured as peak resident memory, 7.5-11 (the allocator keeps freed blocks between
+windows), on 1280x720 video decoded to a 128 px short side."""
+WORKING_BYTES_PER_PIXEL = 3000
 """Bytes per pixel of frame the IDT stage holds whatever its window: the extractor's state (pyramids,
-Farnebäck expansions, integral histograms, live tracks) and one frame's de-quantised flow; measured 2600
-(pipeline mode) to 2850 (reference mode) with the release's defaults at 64-256 px short sides."""
+Farnebäck expansions, integral histograms, live tracks) and one frame's de-quantised flow; measured 2710
+(pipeline mode) and 2960 (reference mode) with the release's defaults at 64-256 px short sides."""
 ROW_CHUNK_COPIES = 3
 """Chunks of rows the IDT stage holds at most while writing: the one filling, zarr's copy, its encoding."""
 
