@@ -44,10 +44,10 @@ _torch_threads_users = [0, 0]
 CODE_VERSION = 1
 """The stage's code version: bump it when its output changes (see :mod:`motionfit.tasks.per_video`)."""
 
-WINDOW_BYTES_PER_PIXEL = 44
+WINDOW_BYTES_PER_PIXEL = 48
 """Bytes per pixel of each frame pair in a window of the flow stage: the RGB frame read (3), its grey (2, as
 a list and stacked), the float flow (8), the temporaries of quantising it (2 x 8) and the uint8 flow (2), 31
-in all; measured as peak resident memory, 36-41 (the allocator keeps freed blocks between windows), on
+in all; measured as peak resident memory, 36-42 (the allocator keeps freed blocks between windows), on
 1280x720 video decoded to a 128 px short side."""
 WORKING_BYTES_PER_PIXEL = 600
 """Bytes per pixel of frame the flow stage holds whatever its window (TV-L1's pyramids and iterates for a
