@@ -43,9 +43,12 @@ def decode_batch(
 
 
 @task(name="flow-batch")
-def tvl1_batch(run_root: str, video_ids: list[str], config: FlowConfig, inputs: str) -> list[dict[str, Any]]:
-    """TV-L1 flow of one batch of decoded videos into flow.zarr (``inputs`` fingerprints their frames)."""
-    return require_no_failures("flow", compute_flows(video_ids, RunLayout.at(run_root), config))
+def tvl1_batch(
+    run_root: str, video_ids: list[str], config: FlowConfig, inputs: str, memory_mib: float
+) -> list[dict[str, Any]]:
+    """TV-L1 flow of one batch of decoded videos into flow.zarr (``inputs`` fingerprints their frames), each
+    video within ``memory_mib`` (``runtime.video_memory_mib``)."""
+    return require_no_failures("flow", compute_flows(video_ids, RunLayout.at(run_root), config, memory_mib))
 
 
 def publish_manifest_summary(layout: RunLayout) -> pd.DataFrame:
@@ -175,5 +178,6 @@ def tvl1_flow(config: PipelineConfig) -> Any:
         config.flow,
         config.runtime,
         FLOW_CODE_VERSION,
+        task_args=(config.runtime.video_memory_mib,),
     )
     return stage_state("flow", summary)

@@ -41,9 +41,13 @@ SKETCH_DIMENSION = "sketch_dim"
 
 
 @task(name="idt-batch")
-def idt_batch(run_root: str, video_ids: list[str], config: IdtConfig, inputs: str) -> list[dict[str, Any]]:
-    """Improved Dense Trajectories of one batch of decoded videos into idt.zarr."""
-    return require_no_failures("idt", extract_idt_videos(video_ids, RunLayout.at(run_root), config))
+def idt_batch(
+    run_root: str, video_ids: list[str], config: IdtConfig, inputs: str, memory_mib: float
+) -> list[dict[str, Any]]:
+    """Improved Dense Trajectories of one batch of decoded videos into idt.zarr, each video within
+    ``memory_mib`` (``runtime.video_memory_mib``)."""
+    layout = RunLayout.at(run_root)
+    return require_no_failures("idt", extract_idt_videos(video_ids, layout, config, memory_mib))
 
 
 @task(name="fv-fit")
@@ -112,6 +116,7 @@ def idt_flow(config: PipelineConfig) -> Any:
         config.runtime,
         IDT_CODE_VERSION,
         max(1, config.runtime.videos_per_batch // 4),
+        (config.runtime.video_memory_mib,),
     )
     publish_descriptor_counts(layout)
     return stage_state("idt", summary)

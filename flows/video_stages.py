@@ -96,9 +96,10 @@ def run_video_stage(
     runtime: RuntimeConfig,
     code_version: int,
     videos_per_batch: int | None = None,
+    task_args: tuple[Any, ...] = (),
 ) -> dict[str, int]:
-    """Map ``batch_task(run_root, batch, config, batch_fingerprint)`` over batches of ``items`` (of
-    ``videos_per_batch``, by default ``runtime.videos_per_batch``).
+    """Map ``batch_task(run_root, batch, config, batch_fingerprint, *task_args)`` over batches of ``items``
+    (of ``videos_per_batch``, by default ``runtime.videos_per_batch``).
 
     ``items`` are what the batch task takes per video (ids, or (id, path) pairs) and ``video_ids`` their ids;
     ``item_fingerprint(item)`` describes an item's input content (an upstream commit's checksum, a file's size
@@ -124,7 +125,11 @@ def run_video_stage(
     tasks = {False: task, True: task.with_options(refresh_cache=True)}
     futures = [
         tasks[refresh].submit(
-            layout.root, group, config, fingerprint(stage, code_version, [item_fingerprint(i) for i in group])
+            layout.root,
+            group,
+            config,
+            fingerprint(stage, code_version, [item_fingerprint(i) for i in group]),
+            *task_args,
         )
         for group, refresh in zip(groups, incomplete, strict=True)
     ]

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from motionfit.tasks import VIDEO_MEMORY_MIB
+
 
 class RuntimeConfig(BaseModel):
     """Where and how the stages run."""
@@ -28,6 +30,19 @@ class RuntimeConfig(BaseModel):
     )
     videos_per_batch: int = Field(
         16, ge=1, description="Videos per CPU task: Prefect's per-task overhead matters at 240k videos."
+    )
+    video_memory_mib: float = Field(
+        VIDEO_MEMORY_MIB,
+        gt=0,
+        description="Memory one video may take in the flow and IDT stages beyond what the process held "
+        "before (its libraries: about 620 MiB with torch). Each reads, computes and writes a video in "
+        "windows of frames sized to fit, its working memory for the frame size counted in, so a long video "
+        "takes no more than a short one. At 128x228 frames, 256 MiB gives flow windows of 173 frame pairs "
+        "(48 bytes a pixel each; TV-L1 works in 25 MiB) and IDT windows of 455 frames (12 bytes a pixel "
+        "each; the extractor's state at the release's defaults is 3000 bytes a pixel: 104 MiB, 354 MiB at "
+        "455x256); a frame size that needs more runs with the smallest window and a warning. Decode holds "
+        "one chunk of 16 frames and the decoder's buffers (22 MiB for 1280x720 video) whatever this is. A "
+        "CPU worker needs about max_workers times this above its libraries.",
     )
     max_failed_fraction: float = Field(
         0.05,

@@ -72,6 +72,15 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
             handle.write(data)
 
 
+def open_output(url: str) -> Any:
+    """A binary file at ``url`` opened for writing in order: a local file (its folder made), or an object
+    store's upload in parts (s3fs sends one part per block), so a large file is never held whole."""
+    fs, path = resolve(url)
+    if is_local(url):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    return fs.open(path, "wb")
+
+
 def read_json(url: str) -> Any:
     """The JSON file ``url``, in one request on an object store (opening a file first asks for its details,
     and for a missing key s3fs then lists its prefix); FileNotFoundError when it is missing."""

@@ -21,6 +21,11 @@ from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
 
+VIDEO_MEMORY_MIB = 256
+"""Default of ``runtime.video_memory_mib``, the memory one video may take in the flow and IDT stages (their
+windows of frames and flow with their working memory): enough for the release's IDT at a 128 px short side.
+Here, not in :mod:`~motionfit.tasks.per_video`, so that the configuration loads without the stages."""
+
 
 def lazy_exports(
     package: str, exports: Mapping[str, str]

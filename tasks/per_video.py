@@ -45,6 +45,26 @@ class VideoExcluded(ValueError):
     not as a failure, and not retried while the video's inputs key is unchanged."""
 
 
+def window_length(
+    memory_mib: float, bytes_per_frame: float, working_bytes: float, minimum: int, subject: str
+) -> int:
+    """Frames (or frame pairs) in a stage's window so that ``working_bytes`` (what the stage holds whatever
+    the window) and ``bytes_per_frame`` for each frame of it fit in ``memory_mib``: a multiple of ``minimum``,
+    and at least ``minimum``; a budget too small for that is logged as such, naming ``subject``."""
+    fitting = int((memory_mib * 2**20 - working_bytes) // bytes_per_frame)
+    if fitting < minimum:
+        needed = (working_bytes + minimum * bytes_per_frame) / 2**20
+        logger.warning(
+            "%s needs about %.0f MiB for a window of %d, above runtime.video_memory_mib %s; it runs with it",
+            subject,
+            needed,
+            minimum,
+            memory_mib,
+        )
+        return minimum
+    return fitting // minimum * minimum
+
+
 def inputs_key(*parts: Any) -> str:
     """A short hash of what a video's output is computed from (stage config, source file, upstream commit)."""
     blob = json.dumps(

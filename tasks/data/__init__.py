@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "build_manifest": "ingest",
         "synthetic_data_config": "ingest",
         "VideoDecodeError": "decode",
+        "decode_frames": "decode",
         "decode_video": "decode",
         "decode_videos": "decode",
         "SynthSummary": "synth",

@@ -4,12 +4,14 @@ Decoding uses ``cv2.VideoCapture`` (the fastest decoder measured on 320x240 H.26
 decord's 3200, torchcodec's 2500 and PyAV's 1700) and resizes with
 ``INTER_LINEAR``: ``INTER_AREA`` at non-integer factors costs more than the decoding itself. Frames that are
 dropped (stride, frame-rate cap) are only grabbed, never converted, and reading stops at ``max_frames``.
+Each kept frame goes on as soon as it is decoded (:func:`decode_frames`), and the stage streams it to storage.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +32,23 @@ class VideoDecodeError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DecodedVideo:
-    """Frames of one video: ``frames`` is ``[T, H, W, 3] uint8`` RGB at ``fps`` frames per second (after the
-    stride and frame-rate cap); ``source_*`` describe the file (``source_n_frames`` is counted when the file
-    was read to its end, else taken from the container when it reports more frames than were read)."""
+class SourceVideo:
+    """What decoding found out about a video file: ``fps`` of the kept frames (after the stride and frame-rate
+    cap); ``source_*`` describe the file (``source_n_frames`` is counted when the file was read to its end,
+    else taken from the container when it reports more frames than were read)."""
 
-    frames: np.ndarray
     fps: float
     source_fps: float
     source_n_frames: int
     source_height: int
     source_width: int
+
+
+@dataclass(frozen=True)
+class DecodedVideo(SourceVideo):
+    """Frames of one video: ``frames`` is ``[T, H, W, 3] uint8`` RGB at ``fps`` frames per second."""
+
+    frames: np.ndarray
 
 
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -77,12 +85,16 @@ def too_short(path: str, n_frames: int, config: DecodeConfig) -> str | None:
     return f"video file {path} yields {n_frames} frames, fewer than the {config.min_frames} the run needs"
 
 
-def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
-    """Decode ``path`` to ``[T, H, W, 3] uint8`` RGB frames resized to ``config.short_side``.
+def decode_frames(
+    path: str | Path, config: DecodeConfig, on_frame: Callable[[np.ndarray], object]
+) -> SourceVideo:
+    """Decode ``path`` frame by frame, handing each kept frame, ``[H, W, 3] uint8`` RGB resized to
+    ``config.short_side``, to ``on_frame`` as soon as it is decoded (nothing is kept here).
 
     Raises :class:`VideoDecodeError` naming ``path`` when the file does not exist, cannot be opened, has no
     frames or has an unknown frame rate while ``max_fps`` is set, and :class:`VideoExcluded` when it is
-    smaller than ``config.min_side`` or yields fewer than ``config.min_frames`` frames.
+    smaller than ``config.min_side`` (before any frame is handed on) or yields fewer than
+    ``config.min_frames`` frames (after them).
     """
     path = str(path)
     if not Path(path).is_file():
@@ -101,13 +113,13 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
                 f"cannot cap it to {config.max_fps} fps"
             )
         step = source_step(source_fps, config)
-        frames: list[np.ndarray] = []
         source_shape: tuple[int, int] | None = None
         target_shape: tuple[int, int] | None = None
+        n_kept = 0
         n_read = 0
         next_index = 0
         reached_end = False
-        while config.max_frames is None or len(frames) < config.max_frames:
+        while config.max_frames is None or n_kept < config.max_frames:
             if not capture.grab():
                 reached_end = True
                 break
@@ -124,23 +136,31 @@ def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
                 target_shape = resized_shape(*source_shape, config.short_side)
             if frame.shape[:2] != target_shape:
                 frame = cv2.resize(frame, target_shape[::-1], interpolation=cv2.INTER_LINEAR)
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            next_index = math.floor(len(frames) * step + 0.5)
+            on_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            n_kept += 1
+            next_index = math.floor(n_kept * step + 0.5)
         source_n_frames = n_read if reached_end else max(n_read, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
     finally:
         capture.release()
-    if not frames:
+    if not n_kept:
         raise VideoDecodeError(f"video file {path} has no decodable frames")
-    if (reason := too_short(path, len(frames), config)) is not None:
+    if (reason := too_short(path, n_kept, config)) is not None:
         raise VideoExcluded(reason)
-    return DecodedVideo(
-        frames=np.stack(frames),
+    return SourceVideo(
         fps=source_fps / step,
         source_fps=source_fps,
         source_n_frames=source_n_frames,
         source_height=source_shape[0],
         source_width=source_shape[1],
     )
+
+
+def decode_video(path: str | Path, config: DecodeConfig) -> DecodedVideo:
+    """Decode ``path`` to ``[T, H, W, 3] uint8`` RGB frames in memory (:func:`decode_frames`, whose errors
+    it raises); the stage streams them to storage instead."""
+    frames: list[np.ndarray] = []
+    source = decode_frames(path, config, frames.append)
+    return DecodedVideo(frames=np.stack(frames), **asdict(source))
 
 
 def decode_videos(
@@ -151,7 +171,9 @@ def decode_videos(
     Videos already committed from the same file and config are skipped; a video too short or too small for
     the run is recorded as excluded with the reason, and one that fails as failed (both name its file); the
     batch goes on. Each stored array carries ``fps``,
-    ``source_fps``, ``source_n_frames``, ``source_height`` and ``source_width`` as attributes.
+    ``source_fps``, ``source_n_frames``, ``source_height`` and ``source_width`` as attributes. Frames go to
+    storage as they are decoded, a chunk (``chunk_frames``, 16) at a time, so a video of any length holds one
+    chunk of frames in memory.
     """
     paths = dict(videos)
     if len(paths) != len(videos):
@@ -159,15 +181,9 @@ def decode_videos(
     store = layout.store("frames")
 
     def process(video_id: str) -> None:
-        decoded = decode_video(paths[video_id], config)
-        attrs = {
-            "fps": decoded.fps,
-            "source_fps": decoded.source_fps,
-            "source_n_frames": decoded.source_n_frames,
-            "source_height": decoded.source_height,
-            "source_width": decoded.source_width,
-        }
-        store.write(video_id, decoded.frames, attrs=attrs)
+        with store.stream(video_id, dtype=np.uint8) as frames:
+            source = decode_frames(paths[video_id], config, lambda frame: frames.append(frame[np.newaxis]))
+            frames.commit(asdict(source))
 
     # min_side and min_frames only exclude videos: the frames of a committed video do not depend on them (a
     # new clip length must not decode the data set again), but an excluded video is judged again when they

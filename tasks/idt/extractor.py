@@ -76,7 +76,9 @@ class VideoInputError(ValueError):
 
 
 class TrajectoryExtractor:
-    """Streaming extractor: feed grey frames one by one with :meth:`push`, then call :meth:`result`."""
+    """Streaming extractor: feed grey frames one by one with :meth:`push`, then call :meth:`result`; or take
+    the rows finished so far with :meth:`take_rows` as it goes, so that a long video's rows need not wait in
+    memory. Its state is the live tracks (``track_length`` frames each) and the previous frame."""
 
     def __init__(self, config: IdtConfig, height: int, width: int) -> None:
         self.config = config
@@ -129,7 +131,8 @@ class TrajectoryExtractor:
         ]
         self.frame_index = -1
         self.frames_since_sampling = 0
-        self.rows: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []  # finished since the last take_rows
+        self.counts: list[int] = []  # trajectories ending on each frame pushed
         self.prev_grey: np.ndarray | None = None
         self.prev_levels: list[np.ndarray] = []
         self.prev_expansions: list[np.ndarray] = []
@@ -140,6 +143,7 @@ class TrajectoryExtractor:
         from the previous frame to this one (pipeline mode). ``boxes`` ``[b, 4]``: human boxes (x1, y1, x2,
         y2) of this frame, excluded from the camera-motion estimate."""
         self.frame_index += 1
+        self.counts.append(0)
         mask = box_mask(boxes, self.height, self.width) if boxes is not None and len(boxes) else None
         levels = image_pyramid(grey, self.pyramid)
         keypoints = self.camera.keypoints(grey, mask) if self.camera is not None else None
@@ -200,7 +204,9 @@ class TrajectoryExtractor:
             describe = functools.partial(describer.describe, integral)
             finished = track_set.advance(tracking[scale_index], compensated[scale_index], describe)
             if len(finished.points):
-                self.rows.append(self._rows(finished, float(self.pyramid.scales[scale_index])))
+                rows = self._rows(finished, float(self.pyramid.scales[scale_index]))
+                self.rows.append(rows)
+                self.counts[-1] += len(rows)
             if sample:
                 track_set.add(
                     dense_sample(
@@ -225,33 +231,41 @@ class TrajectoryExtractor:
         rows[:, 6] = scale
         rows[:, 7] = np.clip(fields[keep, 0] / self.width, 0, 0.999)
         rows[:, 8] = np.clip(fields[keep, 1] / self.height, 0, 0.999)
-        rows[:, 9] = 0.0  # t_pos needs the frame count, filled in by result()
+        rows[:, 9] = 0.0  # t_pos needs the frame count, filled in by take_rows()
         shape_start, shape_end = self.columns.ranges()["trajectory"]
         rows[:, shape_start:shape_end] = shape[keep]
         rows[:, shape_end:] = pool_descriptors(finished.descriptor_sums[keep], self.layout)
         return rows
 
-    def result(self) -> IdtResult:
-        """All trajectories so far; t_pos uses the number of frames pushed."""
-        n_frames = self.frame_index + 1
+    def take_rows(self, n_frames: int) -> np.ndarray:
+        """The trajectories finished since the last call, ``[m, row_dim] float32`` in output order, with t_pos
+        for a video of ``n_frames`` frames."""
         rows = np.concatenate(self.rows) if self.rows else np.empty((0, self.columns.row_dim), np.float32)
-        end_frame = rows[:, 0]
-        rows[:, 9] = np.clip((end_frame - self.config.track_length / 2.0) / n_frames, 0, 0.999)
-        counts = np.bincount(end_frame.astype(np.intp), minlength=n_frames).astype(np.int32)
-        return IdtResult(trajectories=rows, counts_per_frame=counts)
+        self.rows = []
+        rows[:, 9] = np.clip((rows[:, 0] - self.config.track_length / 2.0) / n_frames, 0, 0.999)
+        return rows
+
+    def result(self) -> IdtResult:
+        """The trajectories not taken yet (all, unless :meth:`take_rows` was called); t_pos uses the number
+        of frames pushed."""
+        counts = np.asarray(self.counts, dtype=np.int32)
+        return IdtResult(trajectories=self.take_rows(len(counts)), counts_per_frame=counts)
 
 
-def _grey_frames(frames: np.ndarray) -> np.ndarray:
+def grey_frames(frames: np.ndarray) -> np.ndarray:
     """``[T, H, W] uint8`` grey or ``[T, H, W, 3] uint8`` RGB frames → ``[T, H, W] uint8`` grey."""
     if frames.dtype != np.uint8 or not (frames.ndim == 3 or (frames.ndim == 4 and frames.shape[3] == 3)):
         raise VideoInputError(
             f"frames has shape {frames.shape}, dtype {frames.dtype}; expected [T, H, W] or [T, H, W, 3] uint8"
         )
-    if len(frames) < 2:
-        raise VideoInputError(f"frames holds {len(frames)} frame(s); trajectories need at least 2")
     if frames.ndim == 3:
         return np.ascontiguousarray(frames)
     return np.stack([cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in frames])
+
+
+def channels_first(flow: np.ndarray) -> np.ndarray:
+    """One frame's flow ``[H, W, 2]`` as :meth:`TrajectoryExtractor.push` takes it, ``[2, H, W] float32``."""
+    return np.ascontiguousarray(np.moveaxis(flow, -1, 0), dtype=np.float32)
 
 
 def _boxes_per_frame(boxes: np.ndarray | None, n_frames: int) -> list[np.ndarray | None]:
@@ -286,7 +300,9 @@ def extract_trajectories(
     precomputed flow between consecutive frames, required in pipeline mode and refused in reference mode;
     ``boxes`` ``[M, 6]`` human boxes (frame, x1, y1, x2, y2, score), as returned by :func:`read_boxes`.
     """
-    grey = _grey_frames(frames)
+    grey = grey_frames(frames)
+    if len(grey) < 2:
+        raise VideoInputError(f"frames holds {len(grey)} frame(s); trajectories need at least 2")
     n_frames, height, width = grey.shape
     if config.mode == "pipeline":
         expected = (n_frames - 1, height, width, 2)
@@ -298,9 +314,7 @@ def extract_trajectories(
     per_frame_boxes = _boxes_per_frame(boxes, n_frames)
     extractor = TrajectoryExtractor(config, height, width)
     for t in range(n_frames):
-        flow = None
-        if flows is not None and t > 0:
-            flow = np.ascontiguousarray(np.moveaxis(flows[t - 1], -1, 0), dtype=np.float32)
+        flow = channels_first(flows[t - 1]) if flows is not None and t > 0 else None
         extractor.push(grey[t], flow, per_frame_boxes[t])
     return extractor.result()
 

@@ -1,46 +1,88 @@
-"""The IDT stage body: trajectories of a batch of decoded videos into ``idt.zarr``."""
+"""The IDT stage body: trajectories of a batch of decoded videos into ``idt.zarr``.
+
+A video is read in windows of frames (and of their stored flow) that fit in the stage's memory budget and
+pushed frame by frame through one :class:`TrajectoryExtractor`, whose live tracks carry the trajectories
+across windows; the rows finished on each frame go on to storage at once. So a video of any length holds one
+window, the extractor's state (the tracks of the last ``track_length`` frames) and a chunk of rows, and the
+stored rows are those of :func:`~motionfit.tasks.idt.extractor.extract_trajectories` on the whole video.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks import VIDEO_MEMORY_MIB
 from motionfit.tasks.idt.config import IdtConfig
-from motionfit.tasks.idt.extractor import extract_trajectories
+from motionfit.tasks.idt.extractor import TrajectoryExtractor, VideoInputError, channels_first, grey_frames
 from motionfit.tasks.motion.codec import dequantize_flow, stored_flow_bound
-from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
+from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos, window_length
 
 CODE_VERSION = 1
 """Version of the IDT computation (this module and the extractor it calls), part of the stage's cache and
 per-video input keys: bump it when a change alters the trajectories, and the next run recomputes them and
 the Fisher vectors."""
 
+ROWS_PER_CHUNK = 4096
+"""Rows per inner chunk of ``idt.zarr``."""
+WINDOW_BYTES_PER_PIXEL = 12
+"""Bytes per pixel of each frame in a window of the IDT stage: the RGB frame read (3), its grey (1) and its
+stored flow (2); measured as peak resident memory, 7.5-11 (the allocator keeps freed blocks between
+windows), on 1280x720 video decoded to a 128 px short side."""
+WORKING_BYTES_PER_PIXEL = 3000
+"""Bytes per pixel of frame the IDT stage holds whatever its window: the extractor's state (pyramids,
+Farnebäck expansions, integral histograms, live tracks) and one frame's de-quantised flow; measured 2710
+(pipeline mode) and 2960 (reference mode) with the release's defaults at 64-256 px short sides."""
+ROW_CHUNK_COPIES = 3
+"""Chunks of rows the IDT stage holds at most while writing: the one filling, zarr's copy, its encoding."""
 
-def extract_idt_videos(video_ids: list[str], layout: RunLayout, config: IdtConfig) -> list[VideoOutcome]:
+
+def extract_idt_videos(
+    video_ids: list[str], layout: RunLayout, config: IdtConfig, memory_mib: float = VIDEO_MEMORY_MIB
+) -> list[VideoOutcome]:
     """Extract IDT for each uncommitted video of ``video_ids`` from its stored frames.
 
     In ``pipeline`` mode the stored TV-L1 flow (de-quantised with the bound it was stored with) replaces the
     reference's Farnebäck flow. Each video's array is ``[N, 436]`` (``config.dtype``); its attribute
     ``counts_per_frame`` lists how many trajectories end on each frame, and ``frames`` counts the frames.
+    A video is read in windows of frames that fit in ``memory_mib`` (see the module docstring).
     """
     frames_store = layout.store("frames")
     flow_store = layout.store("flow")
-    output = layout.store("idt", chunk_frames=4096)
+    output = layout.store("idt", chunk_frames=ROWS_PER_CHUNK)
+    row_dim = config.columns().row_dim
 
     def process(video_id: str) -> None:
-        frames = frames_store.read(video_id)
-        flows = None
+        n_frames, height, width = frames_store.shape(video_id)[:3]
+        if n_frames < 2:
+            raise VideoInputError(f"video {video_id} holds {n_frames} frame(s); trajectories need at least 2")
+        bound = None
         if config.mode == "pipeline":
-            bound = stored_flow_bound(flow_store.attrs(video_id), video_id)
-            flows = dequantize_flow(flow_store.read(video_id), bound)
-        result = extract_trajectories(frames, config, flows=flows)
-        output.write(
-            video_id,
-            result.trajectories.astype(config.dtype),
-            attrs={
-                "counts_per_frame": result.counts_per_frame.tolist(),
-                "frames": len(result.counts_per_frame),
-                "mode": config.mode,
-            },
-        )
+            record = flow_store.attrs(video_id)
+            bound = stored_flow_bound(record, video_id)
+            expected, stored = (n_frames - 1, height, width, 2), tuple(record["shape"])
+            if stored != expected:
+                raise VideoInputError(f"pipeline mode needs flows of shape {expected}; got shape {stored}")
+        pixels = height * width
+        working = WORKING_BYTES_PER_PIXEL * pixels + ROW_CHUNK_COPIES * ROWS_PER_CHUNK * row_dim * 4
+        subject = f"IDT of video {video_id} ({width}x{height})"
+        window = window_length(memory_mib, WINDOW_BYTES_PER_PIXEL * pixels, working, 1, subject)
+        extractor = TrajectoryExtractor(config, height, width)
+        with output.stream(video_id, (row_dim,), config.dtype) as rows:
+            for start in range(0, n_frames, window):
+                stop = min(start + window, n_frames)
+                grey = grey_frames(frames_store.read_range(video_id, start, stop))
+                incoming: list[np.ndarray | None] = [None] * len(grey)  # the flow into frame t is row t - 1
+                if bound is not None:
+                    stored = flow_store.read_range(video_id, max(start - 1, 0), stop - 1)
+                    incoming[len(grey) - len(stored) :] = list(stored)
+                for frame, flow in zip(grey, incoming, strict=True):
+                    if flow is not None:
+                        flow = channels_first(dequantize_flow(flow, bound))
+                    extractor.push(frame, flow)
+                    rows.append(extractor.take_rows(n_frames).astype(config.dtype))
+            counts = extractor.counts
+            rows.commit({"counts_per_frame": counts, "frames": len(counts), "mode": config.mode})
 
     def key_of(video_id: str) -> str:
         upstream = [frames_store.markers] + ([flow_store.markers] if config.mode == "pipeline" else [])

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks import VIDEO_MEMORY_MIB
 from motionfit.tasks.motion.codec import FLOW_BOUND_ATTR, quantize_flow
 from motionfit.tasks.motion.config import FlowConfig
 from motionfit.tasks.motion.tvl1_torch import check_torch_config, tvl1_flow_batch
-from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos
+from motionfit.tasks.per_video import VideoOutcome, inputs_key, map_videos, window_length
 
 _opencv_threads_lock = threading.Lock()
 _torch_threads_lock = threading.Lock()
@@ -42,6 +43,17 @@ _torch_threads_users = [0, 0]
 
 CODE_VERSION = 1
 """The stage's code version: bump it when its output changes (see :mod:`motionfit.tasks.per_video`)."""
+
+WINDOW_BYTES_PER_PIXEL = 48
+"""Bytes per pixel of each frame pair in a window of the flow stage: the RGB frame read (3), its grey (2, as
+a list and stacked), the float flow (8), the temporaries of quantising it (2 x 8) and the uint8 flow (2), 31
+in all; measured as peak resident memory, 36-42 (the allocator keeps freed blocks between windows), on
+1280x720 video decoded to a 128 px short side."""
+WORKING_BYTES_PER_PIXEL = 600
+"""Bytes per pixel of frame the flow stage holds whatever its window (TV-L1's pyramids and iterates for a
+pair, the chunks being read and encoded); measured 410-560 at 64-256 px short sides."""
+WORKING_BYTES = 8 * 2**20
+"""Bytes the flow stage holds whatever the frame size (measured 7 MiB)."""
 
 
 def create_tvl1(config: FlowConfig) -> cv2.optflow.DualTVL1OpticalFlow:
@@ -140,12 +152,32 @@ def _torch_flow(gray: np.ndarray, config: FlowConfig) -> np.ndarray:
     return flow
 
 
-def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -> list[VideoOutcome]:
+def frame_windows(n_frames: int, pairs: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` frame ranges of consecutive windows of at most ``pairs`` frame pairs, each starting
+    at the last frame of the one before, so their flows are those of the whole video in order (one range of
+    the lone frame when there are fewer than two)."""
+    for start in range(0, max(n_frames - 1, 1), pairs):
+        yield start, min(start + pairs, n_frames - 1) + 1
+
+
+def window_pairs(height: int, width: int, config: FlowConfig, memory_mib: float, subject: str) -> int:
+    """Frame pairs per window of the flow stage within ``memory_mib`` (see :data:`WINDOW_BYTES_PER_PIXEL`);
+    for the torch backend a multiple of ``config.batch_size``, so its batches are those of the whole video."""
+    minimum = config.batch_size if flow_backend(config) == "torch" else 1
+    pixels = height * width
+    working = WORKING_BYTES_PER_PIXEL * pixels + WORKING_BYTES
+    return window_length(memory_mib, WINDOW_BYTES_PER_PIXEL * pixels, working, minimum, subject)
+
+
+def compute_flows(
+    video_ids: list[str], layout: RunLayout, config: FlowConfig, memory_mib: float = VIDEO_MEMORY_MIB
+) -> list[VideoOutcome]:
     """Quantised TV-L1 flow for a batch of videos, from ``frames.zarr`` into ``flow.zarr`` of ``layout``.
 
     Each stored array is ``[T-1, H, W, 2] uint8`` with attribute ``flow_bound``. Videos already committed from
     the same frames and config are skipped; a video whose frames are missing or whose flow fails is recorded
-    as failed and the batch goes on.
+    as failed and the batch goes on. A video is read, computed and written in windows of frame pairs that fit
+    in ``memory_mib`` (:func:`window_pairs`), whatever its length.
     Sets OpenCV's process-wide thread count to ``config.threads_per_worker`` first (see the module docstring),
     and torch's while a torch batch runs on the CPU.
     """
@@ -157,10 +189,14 @@ def compute_flows(video_ids: list[str], layout: RunLayout, config: FlowConfig) -
     flow_store = layout.store("flow")
 
     def process(video_id: str) -> None:
-        flow = compute_tvl1_flow(frames_store.read(video_id), config)
-        flow_store.write(
-            video_id, quantize_flow(flow, config.flow_bound), attrs={FLOW_BOUND_ATTR: config.flow_bound}
-        )
+        n_frames, height, width = frames_store.shape(video_id)[:3]
+        subject = f"flow of video {video_id} ({width}x{height})"
+        pairs = window_pairs(height, width, config, memory_mib, subject)
+        with flow_store.stream(video_id, (height, width, 2), np.uint8) as flow:
+            for start, stop in frame_windows(n_frames, pairs):
+                window = compute_tvl1_flow(frames_store.read_range(video_id, start, stop), config)
+                flow.append(quantize_flow(window, config.flow_bound))
+            flow.commit({FLOW_BOUND_ATTR: config.flow_bound})
 
     settings = config.model_dump(
         mode="json", by_alias=True, exclude={"threads_per_worker", "backend", "device", "batch_size"}

@@ -1,8 +1,11 @@
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
 
-from motionfit.storage.arrays import VideoNotCommittedError
+from motionfit.storage.arrays import VideoArrayStore, VideoNotCommittedError, array_checksum
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.matrix import (
     MatrixFormatError,
@@ -111,3 +114,89 @@ def test_concurrent_first_writes_to_a_new_store(tmp_path) -> None:
     assert store.committed_ids() == set(videos)
     for video_id, video in videos.items():
         np.testing.assert_array_equal(store.read(video_id), video)
+
+
+def zarr_whole_write(store: VideoArrayStore, video_id: str, array: np.ndarray, attrs: dict) -> None:
+    """What :meth:`VideoArrayStore.write` did before it streamed: zarr's own write of the whole array."""
+    n_rows = array.shape[0]
+    chunk_rows = max(1, min(store.chunk_frames, n_rows)) if n_rows else 1
+    chunks = (chunk_rows, *array.shape[1:])
+    target = store.group.create_array(
+        name=video_id,
+        shape=array.shape,
+        dtype=array.dtype,
+        chunks=chunks,
+        shards=(max(chunk_rows, math.ceil(max(n_rows, 1) / chunk_rows) * chunk_rows), *chunks[1:]),
+        compressors=store._codec(array.dtype),
+        dimension_names=store._dimension_names(array.ndim),
+        overwrite=True,
+        config={"write_empty_chunks": True},
+    )
+    if n_rows:
+        target[...] = array
+    target.attrs.update(
+        {"shape": list(array.shape), "dtype": str(array.dtype), "checksum": array_checksum(array), **attrs}
+    )
+
+
+def stored_files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "dtype", "chunk_frames"),
+    [
+        ("frames", (50, 6, 9, 3), np.uint8, 16),  # raw, a partial last chunk
+        ("frames", (32, 6, 9, 3), np.uint8, 16),  # whole chunks only
+        ("frames", (5, 6, 9, 3), np.uint8, 16),  # shorter than a chunk
+        ("flow", (37, 5, 7, 2), np.uint8, 16),  # zstd
+        ("idt", (9000, 436), np.float32, 4096),
+        ("idt", (300, 436), np.float16, 4096),
+        ("idt", (0, 436), np.float32, 4096),  # no rows: no shard
+    ],
+)
+def test_a_streamed_array_is_zarrs_own_write_of_the_whole_array(
+    tmp_path: Path, name: str, shape: tuple[int, ...], dtype: type, chunk_frames: int
+) -> None:
+    array = np.random.default_rng(0).integers(0, 256, shape).astype(dtype)
+    array[: shape[0] // 3] = 0  # all-zero chunks are stored too
+    streamed = RunLayout.at(tmp_path / "streamed").store(name, chunk_frames)
+    with streamed.stream("v", shape[1:], dtype) as rows:
+        for block in np.array_split(array, 7):  # blocks of 0 to 1286 rows, across chunk boundaries
+            rows.append(block)
+        rows.commit({"fps": 25.0})
+    reference = RunLayout.at(tmp_path / "whole").store(name, chunk_frames)
+    zarr_whole_write(reference, "v", array, {"fps": 25.0})
+
+    files = stored_files(tmp_path / "streamed" / f"{name}.zarr" / "v")
+    assert files == stored_files(tmp_path / "whole" / f"{name}.zarr" / "v")
+    assert ("zarr.json" in files) and (len(files) == (2 if len(array) else 1))
+    record = streamed.attrs("v")
+    assert (record["shape"], record["dtype"]) == (list(shape), str(np.dtype(dtype)))
+    assert record["checksum"] == array_checksum(array) and record["fps"] == 25.0
+    np.testing.assert_array_equal(streamed.read("v"), array)
+
+
+def test_a_stream_left_without_a_commit_leaves_nothing(layout: RunLayout) -> None:
+    store = layout.store("flow")
+    store.write("v", np.ones((40, 4, 4, 2), np.uint8))
+    with pytest.raises(RuntimeError, match="decoder gave up"):
+        with store.stream("v") as rows:
+            rows.append(np.zeros((20, 4, 4, 2), np.uint8))  # a chunk is in the shard already
+            raise RuntimeError("decoder gave up")
+    assert not store.is_committed("v")
+    assert "v" not in store.group
+    store.write("v", np.full((3, 4, 4, 2), 7, np.uint8))
+    np.testing.assert_array_equal(store.read("v"), np.full((3, 4, 4, 2), 7, np.uint8))
+
+
+def test_a_stream_refuses_rows_of_another_shape_or_dtype(layout: RunLayout) -> None:
+    store = layout.store("frames")
+    with store.stream("v") as rows:
+        rows.append(np.zeros((2, 4, 4, 3), np.uint8))
+        with pytest.raises(ValueError, match=r"rows of uint8 \[4, 4, 3\] expected, got uint8 \[1, 4, 5, 3\]"):
+            rows.append(np.zeros((1, 4, 5, 3), np.uint8))
+        with pytest.raises(ValueError, match="got float32"):
+            rows.append(np.zeros((1, 4, 4, 3), np.float32))
+        rows.commit()
+    assert store.shape("v") == (2, 4, 4, 3)

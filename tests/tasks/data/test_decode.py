@@ -11,6 +11,7 @@ import pytest
 from helpers import sample_video
 from pydantic import ValidationError
 
+from motionfit.storage.arrays import array_checksum
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.data.decode import VideoDecodeError, decode_video, decode_videos, resized_shape
@@ -154,6 +155,30 @@ def test_stage_stores_good_videos_and_records_bad_ones(tmp_path: Path, carphone:
 
     rerun = decode_videos(videos, layout, config)
     assert [outcome.status for outcome in rerun] == ["skipped", "failed", "failed", "skipped"]
+
+
+def test_stage_streams_a_video_of_many_chunks_to_the_frames_decode_video_gives(
+    tmp_path: Path, carphone: Path
+) -> None:
+    layout = RunLayout.at(tmp_path / "run")
+    config = DecodeConfig(short_side=48)
+    decode_videos([("carphone", str(carphone))], layout, config)
+    store = layout.store("frames")
+    decoded = decode_video(carphone, config)
+    assert decoded.frames.shape == (120, 48, 59, 3)  # 7 whole chunks of 16 frames and a part
+    np.testing.assert_array_equal(store.read("carphone"), decoded.frames)
+    record = store.attrs("carphone")
+    assert record["checksum"] == array_checksum(decoded.frames)
+    assert record["source_n_frames"] == decoded.source_n_frames == 120 and record["fps"] == decoded.fps
+
+
+def test_a_video_excluded_after_its_frames_were_streamed_leaves_no_array(tmp_path: Path) -> None:
+    short = tmp_path / "short.mp4"
+    write_video(short, 20)
+    layout = RunLayout.at(tmp_path / "run")
+    [outcome] = decode_videos([("short", str(short))], layout, DecodeConfig(min_frames=21))
+    assert outcome.status == "excluded" and "yields 20 frames" in outcome.reason
+    assert "short" not in layout.store("frames").group
 
 
 def test_stage_rejects_repeated_video_ids(tmp_path: Path, carphone: Path) -> None:

@@ -17,7 +17,7 @@ from motionfit.tasks.data.decode import decode_video, decode_videos
 from motionfit.tasks.motion import tvl1
 from motionfit.tasks.motion.codec import dequantize_flow, quantize_flow
 from motionfit.tasks.motion.config import FlowConfig
-from motionfit.tasks.motion.tvl1 import compute_flows, compute_tvl1_flow, create_tvl1
+from motionfit.tasks.motion.tvl1 import compute_flows, compute_tvl1_flow, create_tvl1, frame_windows
 
 EPSILON = 1e-5
 
@@ -147,6 +147,54 @@ def test_stage_records_videos_without_frames_and_goes_on(tmp_path: Path, carphon
     assert [outcome.status for outcome in outcomes] == ["failed", "done"]
     assert "never_decoded" in outcomes[0].error and "not committed" in outcomes[0].error
     assert layout.store("flow").committed_ids() == {"carphone"}
+
+
+def test_windows_overlap_by_one_frame_and_give_every_pair_once() -> None:
+    assert list(frame_windows(10, 4)) == [(0, 5), (4, 9), (8, 10)]
+    assert list(frame_windows(5, 4)) == [(0, 5)]
+    assert list(frame_windows(2, 4)) == [(0, 2)]
+    assert list(frame_windows(1, 4)) == [(0, 1)]  # the lone frame, for compute_tvl1_flow to refuse
+
+
+def budget_for(pairs: int, height: int, width: int) -> float:
+    """The budget (MiB) that gives the flow stage windows of ``pairs`` pairs of frames of that size."""
+    pixels = height * width
+    working = tvl1.WORKING_BYTES_PER_PIXEL * pixels + tvl1.WORKING_BYTES
+    return (working + pairs * tvl1.WINDOW_BYTES_PER_PIXEL * pixels) / 2**20
+
+
+def test_stage_in_windows_stores_the_flow_of_the_whole_video(
+    tmp_path: Path, carphone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = RunLayout.at(tmp_path / "run")
+    decode_videos([("carphone", str(carphone))], layout, DecodeConfig(short_side=32, max_frames=21))
+    frames = layout.store("frames").read("carphone")
+    config = FlowConfig(backend="opencv")
+    memory_mib = budget_for(3, *frames.shape[1:3])
+    assert tvl1.window_pairs(*frames.shape[1:3], config, memory_mib, "carphone") == 3
+    windows: list[int] = []
+    monkeypatch.setattr(
+        tvl1,
+        "compute_tvl1_flow",
+        lambda window, config: windows.append(len(window)) or compute_tvl1_flow(window, config),
+    )
+
+    compute_flows(["carphone"], layout, config, memory_mib)
+
+    assert windows == [4] * 6 + [3]  # 20 pairs: six windows of 3 and one of 2
+    stored = layout.store("flow")
+    np.testing.assert_array_equal(
+        stored.read("carphone"), quantize_flow(compute_tvl1_flow(frames, config), config.flow_bound)
+    )
+    assert stored.shape("carphone") == (20, 32, 39, 2)
+
+
+def test_windows_of_the_torch_backend_hold_whole_batches(caplog: pytest.LogCaptureFixture) -> None:
+    config = FlowConfig(backend="torch", batch_size=8)
+    assert tvl1.window_pairs(128, 228, config, budget_for(30, 128, 228), "v") == 24
+    with caplog.at_level("WARNING"):
+        assert tvl1.window_pairs(128, 228, config, 1, "flow of video v (228x128)") == 8
+    assert "flow of video v (228x128) needs about 35 MiB for a window of 8" in caplog.text
 
 
 def decode_clips(layout: RunLayout, carphone: Path, n_videos: int) -> list[str]:
