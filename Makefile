@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.motionfit-installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-sweeps test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --timeout 900
+	$(BIN)/python -m pytest -q --timeout 900 -m "not sweeps"
+
+test-sweeps: $(STAMP)
+	$(BIN)/python -m pytest -q --timeout 900 -m sweeps
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
