@@ -117,6 +117,16 @@ def write_moving_squares(
 
 
 TEACHER_CLIP = {"clip_length": 6, "frame_stride": 1, "crop_size": 24}
+TINY_NETWORK = {
+    "arch": "r3d_18",
+    "width_multiplier": 1 / 16,
+    "layers": (1, 1, 1, 1),
+    "clip_length": 6,
+    "crop_size": 24,
+    "num_workers": 0,
+    "batch_size": 4,
+}
+"""Training settings of the network of :func:`save_teacher` (1/16 width, one block a stage), in-process."""
 
 
 def save_teacher(layout: RunLayout, stage: str = "teacher") -> torch.nn.Module:

@@ -4,13 +4,12 @@ memory it held before the stage."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from motionfit.storage.layout import RunLayout
@@ -59,15 +58,12 @@ print(json.dumps({"status": outcome.status, "baseline": baseline, "peak": status
 
 
 def write_long_video(path: Path, n_frames: int) -> None:
-    """A 1280x720 mp4 of a textured scene panning by (8, 3) px per frame."""
-    rng = np.random.default_rng(0)
-    scene = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), (0, 0), 4)
-    scene = np.tile(cv2.normalize(scene, None, 0, 255, cv2.NORM_MINMAX), (2, 2, 1))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (1280, 720))
-    for t in range(n_frames):
-        x, y = 8 * t % 1280, 3 * t % 720
-        writer.write(np.ascontiguousarray(scene[y : y + 720, x : x + 1280]))
-    writer.release()
+    """The long 1280x720 video of benchmarks/bench_memory.py (one generator for the test and the figures)."""
+    bench = Path(__file__).parents[2] / "benchmarks" / "bench_memory.py"
+    spec = importlib.util.spec_from_file_location("bench_memory", bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_video(path, n_frames)
 
 
 def stage_memory_mib(stage: str, root: Path, video: Path) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import write_moving_squares
+from helpers import TINY_NETWORK, write_moving_squares
 
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
@@ -19,16 +19,7 @@ from motionfit.tasks.training.config import FinetuneConfig
 from motionfit.tasks.training.finetune import finetune, predict_videos
 from motionfit.tasks.training.loop import load_checkpoint, save_checkpoint
 
-TINY = {
-    "arch": "r3d_18",
-    "width_multiplier": 1 / 16,
-    "layers": (1, 1, 1, 1),
-    "clip_length": 6,
-    "crop_size": 24,
-    "num_workers": 0,
-    "batch_size": 4,
-    "test_clips": 2,
-}
+TINY = {**TINY_NETWORK, "test_clips": 2}
 STUDENT_ARGS = {
     "arch": "r3d_18",
     "in_channels": 3,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import save_teacher, write_moving_squares
+from helpers import TINY_NETWORK, save_teacher, write_moving_squares
 
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
@@ -18,17 +18,7 @@ from motionfit.tasks.training.students.feature_regression import FeatureRegressi
 from motionfit.tasks.training.students.objective import frozen_teacher
 from motionfit.tasks.training.students.trainer import train_student
 
-STUDENT = {  # the network of helpers.save_teacher, on RGB
-    "arch": "r3d_18",
-    "width_multiplier": 1 / 16,
-    "layers": (1, 1, 1, 1),
-    "clip_length": 6,
-    "crop_size": 24,
-    "num_workers": 0,
-    "batch_size": 4,
-    "warmup_epochs": 0,
-    "clips_per_video": 2,
-}
+STUDENT = {**TINY_NETWORK, "warmup_epochs": 0, "clips_per_video": 2}  # save_teacher's network, on RGB
 CPU = torch.device("cpu")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import save_teacher, write_moving_squares
+from helpers import TINY_NETWORK, save_teacher, write_moving_squares
 
 from motionfit.models.cmpl import cmpl_pseudo_labels
 from motionfit.models.video_net import VideoNet, build_model
@@ -32,16 +32,7 @@ from motionfit.tasks.training.students.cmpl import PairedBatches, cmpl_step
 from motionfit.tasks.training.students.local_aggregation import cluster_matrix
 from motionfit.tasks.training.students.trainer import train_student
 
-TINY = {
-    "arch": "r3d_18",
-    "width_multiplier": 1 / 16,
-    "layers": (1, 1, 1, 1),
-    "clip_length": 6,
-    "crop_size": 24,
-    "num_workers": 0,
-    "batch_size": 4,
-    "warmup_epochs": 0,
-}
+TINY = {**TINY_NETWORK, "warmup_epochs": 0}
 
 
 @pytest.fixture(autouse=True)
