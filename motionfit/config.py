@@ -189,9 +189,14 @@ class PipelineConfig(BaseModel):
         return self
 
 
+def packaged_names(folder: str) -> list[str]:
+    """The names of the YAML files shipped in ``motionfit/<folder>/`` (presets, sweeps)."""
+    files = resources.files("motionfit") / folder
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
 def preset_names() -> list[str]:
-    folder = resources.files("motionfit") / "presets"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return packaged_names("presets")
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from motionfit.config import PipelineConfig, deep_merge, load_config, nested_overrides
+from motionfit.config import PipelineConfig, deep_merge, load_config, nested_overrides, packaged_names
 
 
 class Setting(BaseModel):
@@ -90,8 +90,7 @@ def setting_folder(setting: str, seed: int) -> str:
 
 
 def sweep_names() -> list[str]:
-    folder = resources.files("motionfit") / "sweeps"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return packaged_names("sweeps")
 
 
 def load_sweep(name_or_file: str | Path) -> Sweep:

@@ -91,7 +91,7 @@ class RunLayout:
         if unknown:
             raise ValueError(f"cannot share {unknown}: shareable outputs are {sorted(SHAREABLE_OUTPUTS)}")
         fs.write_json_atomic(fs.join(self.root, SOURCES_FILE), dict(sorted(sources.items())))
-        return RunLayout.at(self.root)
+        return RunLayout(self.root, tuple(sorted(sources.items())))
 
     def root_of(self, output: str) -> str:
         """The run root that holds ``output`` (this one unless it is shared)."""
