@@ -21,7 +21,7 @@ from motionfit.storage.manifest import (
     usable_videos,
 )
 from motionfit.tasks.data.clips import clip_span
-from motionfit.tasks.data.config import DecodeConfig
+from motionfit.tasks.data.config import DataConfig, DecodeConfig
 from motionfit.tasks.data.decode import CODE_VERSION as DECODE_CODE_VERSION
 from motionfit.tasks.data.decode import decode_videos
 from motionfit.tasks.data.ingest import build_manifest, synthetic_data_config
@@ -68,25 +68,33 @@ def merge_previous_status(manifest: pd.DataFrame, layout: RunLayout) -> pd.DataF
     return manifest.merge(previous[keep], on="video_id", how="left")
 
 
+def run_data_config(config: PipelineConfig) -> DataConfig:
+    """The ``data`` section a run reads: its own, or with ``synth`` the generated data set's locations with
+    the run's choices of labels and sources."""
+    if config.synth is None:
+        return config.data
+    kept = {
+        "labelled_fraction",
+        "labelled_sampling",
+        "labelled_seed",
+        "target_train_in_source",
+        "max_source_videos",
+        "source_seed",
+        "leaks",
+    }
+    keep = config.data.model_dump(include=kept)
+    return synthetic_data_config(Path(config.synth_root)).model_copy(update=keep)
+
+
 @flow(name="ingest")
 def ingest_flow(config: PipelineConfig) -> dict[str, int]:
     """Write the synthetic data set when configured, then list every video of the run in manifest.parquet."""
     logger = get_run_logger()
     layout = RunLayout.at(config.run_root)
-    data = config.data
     if config.synth is not None:
         summary = generate_dataset(Path(config.synth_root), config.synth)
         logger.info("synthetic data set in %s: %s", config.synth_root, summary)
-        kept = {
-            "labelled_fraction",
-            "labelled_seed",
-            "target_train_in_source",
-            "max_source_videos",
-            "source_seed",
-            "leaks",
-        }
-        keep = data.model_dump(include=kept)
-        data = synthetic_data_config(Path(config.synth_root)).model_copy(update=keep)
+    data = run_data_config(config)
     manifest = merge_previous_status(build_manifest(data), layout)
     save_manifest(layout, manifest)
     publish_manifest_summary(layout)

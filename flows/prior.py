@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ from prefect import flow, get_run_logger, task
 
 from motionfit.config import PipelineConfig
 from motionfit.flows.artifacts import publish_image, publish_table, run_key
-from motionfit.flows.execution import content_fingerprint, fingerprint, stage_task_options
+from motionfit.flows.execution import content_fingerprint, file_fingerprint, fingerprint, stage_task_options
+from motionfit.flows.preprocess import run_data_config
 from motionfit.flows.video_stages import require_no_failures, run_video_stage, stage_state
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
@@ -19,6 +21,7 @@ from motionfit.storage.manifest import load_manifest, usable_videos
 from motionfit.storage.matrix import matrix_fingerprint, read_video_matrix, write_video_matrix
 from motionfit.storage.tables import read_table, write_table
 from motionfit.tasks.data.clips import unlabelled_videos
+from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.evaluation.plots import plot_cluster_examples
 from motionfit.tasks.idt.columns import IdtColumns
 from motionfit.tasks.idt.config import IdtConfig
@@ -42,12 +45,42 @@ SKETCH_DIMENSION = "sketch_dim"
 
 @task(name="idt-batch")
 def idt_batch(
-    run_root: str, video_ids: list[str], config: IdtConfig, inputs: str, memory_mib: float
+    run_root: str,
+    videos: list[tuple[str, str | None]],
+    config: IdtConfig,
+    inputs: str,
+    memory_mib: float,
+    decode: DecodeConfig,
 ) -> list[dict[str, Any]]:
-    """Improved Dense Trajectories of one batch of decoded videos into idt.zarr, each video within
-    ``memory_mib`` (``runtime.video_memory_mib``)."""
+    """Improved Dense Trajectories of one batch of (video id, human box file or None) into idt.zarr, each
+    video within ``memory_mib`` (``runtime.video_memory_mib``); ``decode`` made the frames."""
     layout = RunLayout.at(run_root)
-    return require_no_failures("idt", extract_idt_videos(video_ids, layout, config, memory_mib))
+    video_ids = [video_id for video_id, _ in videos]
+    boxes = {video_id: path for video_id, path in videos if path is not None}
+    outcomes = extract_idt_videos(video_ids, layout, config, memory_mib, boxes, decode)
+    return require_no_failures("idt", outcomes)
+
+
+def human_box_files(config: PipelineConfig, manifest: pd.DataFrame, video_ids: list[str]) -> dict[str, str]:
+    """Video id -> its human box file, ``<data.human_boxes_dir>/<video file stem>.bb``, for those of
+    ``video_ids`` that have one; empty unless ``idt.human_boxes`` is on. The folder is listed once."""
+    if not config.idt.human_boxes:
+        return {}
+    folder = run_data_config(config).human_boxes_dir
+    if folder is None or not Path(folder).is_dir():
+        raise FileNotFoundError(
+            f"idt.human_boxes is on but data.human_boxes_dir ({folder}) is not a folder: give the folder of "
+            "<video file stem>.bb box files, or turn idt.human_boxes off"
+        )
+    files = {path.stem: str(path) for path in Path(folder).glob("*.bb")}
+    stems = manifest.set_index("video_id").loc[video_ids, "path"].map(lambda path: Path(path).stem)
+    shared = stems[stems.duplicated(keep=False) & stems.isin(files)]
+    if len(shared):
+        raise ValueError(
+            f"videos {', '.join(shared.index[:5])} share a file name, so {folder} cannot tell their human "
+            "boxes apart: rename them"
+        )
+    return {video_id: files[stem] for video_id, stem in stems.items() if stem in files}
 
 
 @task(name="fv-fit")
@@ -105,18 +138,21 @@ def idt_flow(config: PipelineConfig) -> Any:
     unlabelled = set(unlabelled_videos(manifest))
     video_ids = [v for v in usable_videos(manifest, *upstream)["video_id"] if v in unlabelled]
     frames = layout.markers("decode").identities(video_ids)
+    boxes = human_box_files(config, manifest, video_ids)
+    if config.idt.human_boxes:
+        get_run_logger().info("idt: human boxes for %d of %d videos", len(boxes), len(video_ids))
     summary = run_video_stage(
         "idt",
         idt_batch,
         layout,
+        [(video_id, boxes.get(video_id)) for video_id in video_ids],
         video_ids,
-        video_ids,
-        lambda video_id: (video_id, frames[video_id]),
+        lambda item: (item[0], frames[item[0]], item[1] and file_fingerprint(item[1])),
         config.idt,
         config.runtime,
         IDT_CODE_VERSION,
         max(1, config.runtime.videos_per_batch // 4),
-        (config.runtime.video_memory_mib,),
+        (config.runtime.video_memory_mib, config.decode),
     )
     publish_descriptor_counts(layout)
     return stage_state("idt", summary)

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from motionfit.config import PipelineConfig
 from motionfit.flows.artifacts import publish_markdown, run_key
 from motionfit.flows.pipeline import pipeline_flow
-from motionfit.flows.preprocess import frames_needed
+from motionfit.flows.preprocess import frames_needed, run_data_config
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.lock import holding
@@ -60,7 +60,10 @@ def output_keys(config: PipelineConfig) -> dict[str, str]:
     )
     keys = {"frames": inputs_key("frames", config.decode.model_dump(mode="json", exclude={"min_frames"}))}
     keys["flow"] = inputs_key("flow", keys["frames"], flow_settings)
-    keys["idt"] = inputs_key("idt", keys["frames"], config.idt)
+    idt_settings = config.idt.model_dump(mode="json", by_alias=True, exclude={"human_boxes"})
+    # Without human boxes, the key from before they existed.
+    boxes = [str(run_data_config(config).human_boxes_dir)] if config.idt.human_boxes else []
+    keys["idt"] = inputs_key("idt", keys["frames"], idt_settings, *boxes)
     needs_idt = any(METHODS[name].needs_idt for name in config.methods)
     keys["manifest"] = inputs_key(
         "manifest",

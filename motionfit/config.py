@@ -50,6 +50,7 @@ VIDEO_LOCATIONS = (
     "source_video_root",
     "source_csv",
     "source_heldout_labels",
+    "human_boxes_dir",
 )
 """The ``data`` fields that say which videos a run reads (the others say how it splits them)."""
 

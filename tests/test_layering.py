@@ -10,7 +10,7 @@ SHARED = {"methods", "per_video"}
 FAMILY_IMPORTS = {
     "motion": set(),
     "data": {"motion"},
-    "idt": {"motion"},
+    "idt": {"data", "motion"},
     "prior": {"idt"},
     "training": {"data", "motion", "prior"},
     "evaluation": {"data", "motion", "prior", "training"},

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,9 @@ MOTION_CLASSES: tuple[str, ...] = (
     "CircularPath",
     "Oscillate",
 )
+
+LabelledSampling = Literal["category", "uniform"]
+LABELLED_SAMPLINGS: tuple[str, ...] = get_args(LabelledSampling)
 
 
 class DataConfig(BaseModel):
@@ -42,10 +45,17 @@ class DataConfig(BaseModel):
         1.0,
         gt=0,
         le=1,
-        description="Fraction of target train labels kept per class (semi-supervised setting of MotionFit / "
-        "CMPL: 0.2, 0.5; 1.0 keeps all). The other train videos keep their split with label hidden.",
+        description="Fraction of target train labels kept (semi-supervised setting of MotionFit / CMPL: 0.2, "
+        "0.5; 1.0 keeps all), chosen as labelled_sampling says. The other train videos keep their split with "
+        "label hidden.",
     )
-    labelled_seed: int = Field(0, description="Seed of the class-stratified choice of labelled train videos.")
+    labelled_sampling: LabelledSampling = Field(
+        "category",
+        description="How labelled_fraction picks the labelled train videos (CMPL's data partition "
+        "protocols): category (that fraction of every class, at least one each) or uniform (that fraction of "
+        "the whole train split at random: a class may keep none).",
+    )
+    labelled_seed: int = Field(0, description="Seed of the choice of labelled train videos.")
     target_train_in_source: Literal["none", "hidden", "all"] = Field(
         "none",
         description="Target train videos that also serve, labels hidden, as unlabelled source videos "
@@ -62,6 +72,13 @@ class DataConfig(BaseModel):
     source_csv: Path | None = Field(None, description="kinetics/csv: the source CSV.")
     source_heldout_labels: Path | None = Field(
         None, description="Optional CSV path,label of source videos, used only for diagnostics."
+    )
+    human_boxes_dir: Path | None = Field(
+        None,
+        description="Optional folder of human boxes, <video file stem>.bb per video in the IDT release's "
+        "format (a line per frame: its index, then x1 y1 x2 y2 score per box, in the file's pixels). The IDT "
+        "stage masks them out of its camera-motion estimate when idt.human_boxes is on; a video without a "
+        "file has no boxes.",
     )
     max_source_videos: int | None = Field(
         None,

@@ -9,7 +9,6 @@ Each kept frame goes on as soon as it is decoded (:func:`decode_frames`), and th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +65,12 @@ def source_step(fps: float, config: DecodeConfig) -> float:
     if config.max_fps is not None and fps > config.max_fps:
         reduction = fps / config.max_fps
     return config.frame_stride * reduction
+
+
+def source_frame_indices(kept: np.ndarray, step: float) -> np.ndarray:
+    """The source frame of each kept frame index in ``kept``: ``floor(k * step + 0.5)`` (see
+    :func:`source_step`)."""
+    return np.floor(np.asarray(kept, dtype=np.float64) * step + 0.5).astype(np.int64)
 
 
 def too_small(path: str, height: int, width: int, config: DecodeConfig) -> str | None:
@@ -138,7 +143,7 @@ def decode_frames(
                 frame = cv2.resize(frame, target_shape[::-1], interpolation=cv2.INTER_LINEAR)
             on_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             n_kept += 1
-            next_index = math.floor(n_kept * step + 0.5)
+            next_index = int(source_frame_indices(n_kept, step))
         source_n_frames = n_read if reached_end else max(n_read, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
     finally:
         capture.release()

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from motionfit.storage.manifest import BASE_COLUMNS
-from motionfit.tasks.data.config import DataConfig
+from motionfit.tasks.data.config import LABELLED_SAMPLINGS, DataConfig
 from motionfit.tasks.data.synth import SynthLayout
 
 logger = logging.getLogger(__name__)
@@ -211,17 +211,31 @@ def ingest_folder(
     return _frame([_row(role, relative, folder / relative, None, -1, "unlabelled") for relative in relatives])
 
 
-def keep_labelled_fraction(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    """Copy of ``manifest`` keeping the labels of a seeded, class-stratified ``fraction`` of its labelled
-    train rows (at least one per class); the others get ``label`` None and ``label_index`` -1."""
+def keep_labelled_fraction(
+    manifest: pd.DataFrame, fraction: float, seed: int, sampling: str = "category"
+) -> pd.DataFrame:
+    """Copy of ``manifest`` keeping the labels of a seeded ``fraction`` of its labelled train rows; the others
+    get ``label`` None and ``label_index`` -1.
+
+    ``sampling`` is CMPL's data partition protocol: ``category`` keeps the fraction of every class (at least
+    one video each), ``uniform`` the fraction of the whole train split drawn at random (at least one video),
+    so a class may keep more, fewer or none of its labels."""
     if not 0 < fraction <= 1:
         raise IngestError(f"labelled_fraction must be in (0, 1], got {fraction}")
+    if sampling not in LABELLED_SAMPLINGS:
+        raise IngestError(f"labelled_sampling must be one of {LABELLED_SAMPLINGS}, got {sampling!r}")
     manifest = manifest.copy()
     labelled_train = manifest[(manifest["split"] == "train") & manifest["label"].notna()]
     rng = np.random.default_rng(seed)
+    if sampling == "uniform":
+        pools = [labelled_train.sort_values("video_id").index.to_numpy()]
+    else:
+        pools = [
+            rows.sort_values("video_id").index.to_numpy()
+            for _, rows in sorted(labelled_train.groupby("label"), key=lambda item: item[0])
+        ]
     hidden: list[int] = []
-    for _, rows in sorted(labelled_train.groupby("label"), key=lambda item: item[0]):
-        ordered = rows.sort_values("video_id").index.to_numpy()
+    for ordered in pools:
         n_keep = max(1, math.floor(fraction * len(ordered) + 0.5))
         hidden += ordered[rng.permutation(len(ordered))[n_keep:]].tolist()
     manifest.loc[hidden, "label"] = None
@@ -256,7 +270,9 @@ def ingest_target(config: DataConfig) -> pd.DataFrame:
         )
     manifest["heldout_label"] = manifest["label"]
     if config.labelled_fraction < 1:
-        manifest = keep_labelled_fraction(manifest, config.labelled_fraction, config.labelled_seed)
+        manifest = keep_labelled_fraction(
+            manifest, config.labelled_fraction, config.labelled_seed, config.labelled_sampling
+        )
     return manifest[list(MANIFEST_COLUMNS)]
 
 
@@ -328,6 +344,7 @@ def synthetic_data_config(root: Path) -> DataConfig:
         source_format="folder" if has_source else "none",
         source_video_root=layout.source_videos if has_source else None,
         source_heldout_labels=layout.source_heldout_labels if has_source else None,
+        human_boxes_dir=layout.boxes,
     )
 
 

@@ -20,6 +20,8 @@ Layout written by :func:`generate_dataset` (``<out>`` is the output folder)::
     <out>/target/splits/testlist01.txt            "TranslateLeft/v_TranslateLeft_g01_c01.mp4" lines
     <out>/source/videos/src_000123.mp4            unlabelled, class-blind names, shuffled order
     <out>/source/heldout_labels.csv               path,label (diagnostics only, never for training)
+    <out>/boxes/<video file stem>.bb              the object's box per frame (the IDT release's human
+                                                  box format, for the IDT stage's idt.human_boxes)
 
 Groups ``gNN`` are naming only (as in UCF101, test groups come first); appearance is not shared within a
 group. Only split 1 exists.
@@ -106,6 +108,14 @@ class SynthLayout:
     @property
     def source_heldout_labels(self) -> Path:
         return self.root / "source" / "heldout_labels.csv"
+
+    @property
+    def boxes(self) -> Path:
+        """The object's box per frame of every video, ``<video file stem>.bb`` (the IDT release's format)."""
+        return self.root / "boxes"
+
+    def boxes_path(self, spec: VideoSpec) -> Path:
+        return self.boxes / f"{Path(spec.relative_path).stem}.bb"
 
     @property
     def partial(self) -> Path:
@@ -218,31 +228,51 @@ def motion_trajectory(class_name: str, params: MotionParams, diameter_px: float,
     return Trajectory(displacement_xy=displacement, rotation_rad=rotation, scale=scale)
 
 
+@dataclass(frozen=True)
+class _Scene:
+    """One video's content and where its object is: ``centres_xy`` ``[T, 2]`` pixels on screen."""
+
+    appearance: _Appearance
+    trajectory: Trajectory
+    centres_xy: np.ndarray
+    camera_shift_xy: np.ndarray
+
+
+def _scene(spec: VideoSpec, config: SynthConfig) -> _Scene:
+    appearance_rng, motion_rng = video_rngs(config.seed, spec.role, spec.index)
+    appearance = _sample_appearance(appearance_rng, config, _sprite_canvas(config)[0])
+    params = sample_motion(motion_rng, config)
+    trajectory = motion_trajectory(spec.class_name, params, appearance.diameter_px, config.n_frames)
+    centred_t = np.arange(config.n_frames, dtype=np.float64) - 0.5 * (config.n_frames - 1)
+    camera_shift = appearance.pan_xy[None, :] * centred_t[:, None]
+    centres = appearance.centre_xy[None, :] + trajectory.displacement_xy - camera_shift
+    return _Scene(appearance, trajectory, centres, camera_shift)
+
+
 def render_video(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     """Render one video: ``[n_frames, H, W, 3] uint8`` RGB, bit-identical for the same (spec, config).
 
     Appearance depends on (seed, role, index) only; ``spec.class_name`` only sets the motion.
     """
-    appearance_rng, motion_rng = video_rngs(config.seed, spec.role, spec.index)
-    canvas_px, n_levels = _sprite_canvas(config)
-    appearance = _sample_appearance(appearance_rng, config, canvas_px)
-    params = sample_motion(motion_rng, config)
-    trajectory = motion_trajectory(spec.class_name, params, appearance.diameter_px, config.n_frames)
-    sprite = sprite_pyramid(
-        appearance.sprite_alpha, appearance.sprite_pattern, appearance.object_colours, n_levels
-    )
+    return _render(_scene(spec, config), config)
 
+
+def _render(scene: _Scene, config: SynthConfig) -> np.ndarray:
+    appearance, trajectory = scene.appearance, scene.trajectory
+    sprite = sprite_pyramid(
+        appearance.sprite_alpha,
+        appearance.sprite_pattern,
+        appearance.object_colours,
+        _sprite_canvas(config)[1],
+    )
     frame_hw = config.frame_size_px
-    centred_t = np.arange(config.n_frames, dtype=np.float64) - 0.5 * (config.n_frames - 1)
-    camera_shift = appearance.pan_xy[None, :] * centred_t[:, None]
-    centres = appearance.centre_xy[None, :] + trajectory.displacement_xy - camera_shift
-    background_offsets = appearance.background_pad_px + camera_shift
+    background_offsets = appearance.background_pad_px + scene.camera_shift_xy
     frames = np.empty((config.n_frames, *frame_hw, 3), dtype=np.float32)
     for t in range(config.n_frames):
         background = crop_background(appearance.background, background_offsets[t], frame_hw)
         layer = warp_sprite(
             sprite,
-            centres[t],
+            scene.centres_xy[t],
             appearance.diameter_px * trajectory.scale[t],
             appearance.angle_rad + trajectory.rotation_rad[t],
             frame_hw,
@@ -252,6 +282,30 @@ def render_video(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     if appearance.noise is not None:
         frames += appearance.noise
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def object_boxes(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
+    """The object's box on every frame of the video: ``[n_frames, 4] float64`` (x1, y1, x2, y2) pixels,
+    the square around the shape's circle (its diameter times its scale) plus half a pixel of edge blur,
+    clipped to the frame: the actor's box, as a person detector gives it for the IDT release."""
+    return _boxes(_scene(spec, config), config)
+
+
+def _boxes(scene: _Scene, config: SynthConfig) -> np.ndarray:
+    height, width = config.frame_size_px
+    radius = 0.5 * scene.appearance.diameter_px * scene.trajectory.scale + 0.5
+    low = scene.centres_xy - radius[:, None]
+    high = scene.centres_xy + radius[:, None]
+    limits = np.array([width - 1, height - 1], dtype=np.float64)
+    return np.concatenate([np.clip(low, 0, limits), np.clip(high, 0, limits)], axis=1)
+
+
+def boxes_text(boxes: np.ndarray) -> str:
+    """``[T, 4]`` boxes, one per frame, in the IDT release's box format: a line per frame, its index then
+    x1 y1 x2 y2 and a detection score (1)."""
+    return "".join(
+        f"{t} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} 1\n" for t, (x1, y1, x2, y2) in enumerate(boxes.tolist())
+    )
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
@@ -325,6 +379,9 @@ def generate_dataset(out_dir: Path, config: SynthConfig, n_workers: int = 1) -> 
             _render_and_write(job)
             _log_progress(done, len(jobs))
     shutil.rmtree(layout.partial)
+    for spec in specs:  # data sets written before the boxes were
+        if not layout.boxes_path(spec).exists():
+            _write_boxes(layout, spec, object_boxes(spec, config))
     _write_split_files(layout, config, specs)
     return SynthSummary(
         root=layout.root,
@@ -411,13 +468,20 @@ def _count_decoded_frames(path: Path, frame_hw: tuple[int, int]) -> int:
 
 
 def _render_and_write(job: tuple[VideoSpec, SynthConfig, SynthLayout]) -> None:
-    """Render one video to the scratch folder and rename it into place once it decodes."""
+    """Render one video to the scratch folder and rename it into place once it decodes, its object's
+    boxes first."""
     spec, config, layout = job
+    scene = _scene(spec, config)
+    _write_boxes(layout, spec, _boxes(scene, config))
     final = layout.video_path(spec)
     scratch = layout.partial / f"{spec.role}_{spec.index:06d}.mp4"
-    write_mp4(render_video(spec, config), scratch, config.fps)
+    write_mp4(_render(scene, config), scratch, config.fps)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, final)
+
+
+def _write_boxes(layout: SynthLayout, spec: VideoSpec, boxes: np.ndarray) -> None:
+    fs.write_bytes_atomic(str(layout.boxes_path(spec)), boxes_text(boxes).encode())
 
 
 def _claim_folder(layout: SynthLayout, config: SynthConfig) -> None:

@@ -214,6 +214,9 @@ def evaluate_run(
     train_index = dict(zip(train["video_id"], train["label_index"], strict=True))
     records: list[dict[str, Any]] = []
     result = EvaluationResult(metrics=pd.DataFrame(), listed_test_videos=len(test))
+    probes = len(set(train_index.values())) >= 2
+    if not probes:  # data.labelled_sampling uniform may keep the labels of one class only
+        logger.warning("few-shot probes skipped: the labelled train videos hold fewer than two classes")
     main_method = "motionfit" if "motionfit" in methods else methods[0]
     for method in methods:
         ids, probabilities = method_test_probabilities(
@@ -241,15 +244,16 @@ def evaluate_run(
         ks = [k for k in evaluation.retrieval_ks if k <= len(train_ids)]
         recalls = retrieval_recall_at_k(test_feats, test_labels, train_feats, train_labels, ks)
         records += [{"method": method, "metric": f"r@{k}", "value": value} for k, value in recalls.items()]
-        fewshot = linear_probe_fewshot(
-            train_feats,
-            train_labels,
-            test_feats,
-            test_labels,
-            evaluation.fewshot_shots,
-            evaluation.fewshot_seeds,
-        )
-        records += fewshot_records(fewshot, method, "test", seed)
+        if probes:
+            fewshot = linear_probe_fewshot(
+                train_feats,
+                train_labels,
+                test_feats,
+                test_labels,
+                evaluation.fewshot_shots,
+                evaluation.fewshot_seeds,
+            )
+            records += fewshot_records(fewshot, method, "test", seed)
         if method == main_method and evaluation.retrieval_examples:
             result.plots[f"Retrieval: test queries and their 3 nearest training videos ({method})"] = (
                 _retrieval_plot(

@@ -268,7 +268,7 @@ def channels_first(flow: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(flow, -1, 0), dtype=np.float32)
 
 
-def _boxes_per_frame(boxes: np.ndarray | None, n_frames: int) -> list[np.ndarray | None]:
+def boxes_per_frame(boxes: np.ndarray | None, n_frames: int) -> list[np.ndarray | None]:
     """``[M, >=5]`` rows (frame, x1, y1, x2, y2, ...) → per frame ``[b, 4] float32`` or None."""
     if boxes is None:
         return [None] * n_frames
@@ -311,7 +311,7 @@ def extract_trajectories(
             raise VideoInputError(f"pipeline mode needs flows of shape {expected}; got {got}")
     elif flows is not None:
         raise VideoInputError("reference mode computes its own flow; pass flows only with mode='pipeline'")
-    per_frame_boxes = _boxes_per_frame(boxes, n_frames)
+    per_frame_boxes = boxes_per_frame(boxes, n_frames)
     extractor = TrajectoryExtractor(config, height, width)
     for t in range(n_frames):
         flow = channels_first(flows[t - 1]) if flows is not None and t > 0 else None
@@ -374,7 +374,7 @@ def extract_video_trajectories(
         per_frame_boxes: list[np.ndarray | None] | None = None
         if boxes_path is not None:
             n_frames = _count_frames(capture)
-            per_frame_boxes = _boxes_per_frame(read_boxes(boxes_path, n_frames), n_frames)
+            per_frame_boxes = boxes_per_frame(read_boxes(boxes_path, n_frames), n_frames)
             capture.release()
             capture = cv2.VideoCapture(str(path))
         extractor: TrajectoryExtractor | None = None

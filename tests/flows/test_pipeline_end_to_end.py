@@ -246,3 +246,20 @@ def test_evaluation_without_motionfit_costs_the_first_methods_fine_tuned_network
     costs = result.metrics[result.metrics["metric"] == "gmacs"].set_index("method")["value"]
     assert list(costs.index) == ["scratch"] and costs["scratch"] > 0
     assert set(result.metrics["method"].dropna()) >= set(methods)
+
+
+def test_evaluation_skips_the_probes_when_the_labelled_train_videos_hold_one_class(
+    finished_run, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_root, config = finished_run
+    layout = RunLayout.at(run_root)
+    manifest = load_manifest(layout)
+    others = (
+        (manifest["dataset"] == "target") & (manifest["split"] == "train") & (manifest["label_index"] > 0)
+    )
+    manifest.loc[others, "label"] = None  # as data.labelled_sampling uniform may leave them
+    manifest.loc[others, "label_index"] = -1
+    result = evaluate_run(layout, manifest, ["scratch"], config, "cpu", 0)
+    metrics = set(result.metrics["metric"])
+    assert {"top1", "r@1"} <= metrics and not any(metric.startswith("fewshot") for metric in metrics)
+    assert "few-shot probes skipped" in caplog.text

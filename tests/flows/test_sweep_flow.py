@@ -57,6 +57,13 @@ def test_per_video_outputs_serve_every_labelling_seed_and_clip_length() -> None:
     assert {"flow", "checkpoints/teacher"} <= _changed(flow={"tau": 0.2})
 
 
+def test_human_boxes_change_the_trajectories_and_what_follows_them_not_the_decoded_videos() -> None:
+    changed = _changed(idt={"human_boxes": True}, methods=["scratch", "idt_la"])
+    assert {"idt", "fisher", "clusters", "checkpoints/student_idt_la"} <= changed
+    assert not changed & {"frames", "flow"}
+    assert "manifest" in _changed(data={"labelled_sampling": "uniform"})
+
+
 NETWORK = {"epochs": 1, "batch_size": 8, "num_workers": 0}
 
 

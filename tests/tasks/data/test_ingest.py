@@ -238,6 +238,27 @@ def test_labelled_fraction_is_class_stratified_and_seeded(tmp_path: Path) -> Non
         keep_labelled_fraction(manifest, 0.0, seed=0)
 
 
+def test_uniform_labelled_sampling_draws_over_the_whole_train_split() -> None:
+    rows = [
+        {"video_id": f"target.{label}.{i}", "label": label, "label_index": k, "split": "train"}
+        for k, (label, n) in enumerate((("a", 16), ("b", 2), ("c", 2)))
+        for i in range(n)
+    ]
+    manifest = pd.DataFrame(rows)
+    per_class = []
+    for seed in range(20):
+        kept = keep_labelled_fraction(manifest, 0.25, seed=seed, sampling="uniform")
+        assert kept["label"].notna().sum() == 5  # a quarter of the 20, whatever their classes
+        per_class.append(kept.groupby(manifest["label"])["label"].count())
+    counts = pd.DataFrame(per_class)
+    assert (counts.min() == 0).any(), "uniform sampling may leave a class without labels"
+    assert counts["a"].mean() > 3  # about 16 / 20 of them
+    category = keep_labelled_fraction(manifest, 0.25, seed=0, sampling="category")
+    assert category.groupby(manifest["label"])["label"].count().tolist() == [4, 1, 1]
+    with pytest.raises(IngestError, match="labelled_sampling"):
+        keep_labelled_fraction(manifest, 0.25, seed=0, sampling="balanced")
+
+
 def test_data_config_dispatch_hides_source_and_unselected_labels(tmp_path: Path) -> None:
     videos, splits = _ucf101(tmp_path)
     root = tmp_path / "kinetics"

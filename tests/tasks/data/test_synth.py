@@ -20,6 +20,7 @@ from motionfit.tasks.data.synth import (
     discard_other_dataset,
     generate_dataset,
     motion_trajectory,
+    object_boxes,
     plan_dataset,
     render_video,
     sample_motion,
@@ -140,6 +141,48 @@ def test_translation_and_zoom_move_the_object_as_named() -> None:
             areas[name] = (np.abs(video - video[:, :1, :1]).max(axis=3) > 8).sum((1, 2))
         assert areas["ZoomIn"][-1] > 2.5 * areas["ZoomIn"][0]
         assert areas["ZoomOut"][0] > 2.5 * areas["ZoomOut"][-1]
+
+
+def test_object_boxes_hold_the_object_on_every_frame() -> None:
+    config = _test_config(
+        frame_size_px=(48, 48),
+        n_frames=10,
+        background_contrast=0.0,
+        noise_std=0.0,
+        camera_pan_px_per_frame=0.0,
+        classes=list(MOTION_CLASSES),
+    )
+    ys, xs = np.mgrid[:48, :48]
+    for name in MOTION_CLASSES:
+        spec = VideoSpec("train", 1, name, "x.mp4")
+        video = render_video(spec, config).astype(np.float32)
+        boxes = object_boxes(spec, config)
+        assert boxes.shape == (10, 4)
+        mask = np.abs(video - video[:, :1, :1]).max(axis=3) > 2  # the object on a flat background
+        x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+        inside = (xs >= np.floor(x1)) & (xs <= np.ceil(x2)) & (ys >= np.floor(y1)) & (ys <= np.ceil(y2))
+        assert mask.any(axis=(1, 2)).all(), name
+        assert not (mask & ~inside).any(), name
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert (mask.sum((1, 2)) > 0.25 * area).all(), name  # a box about the object, not the frame
+
+
+def test_generate_dataset_writes_each_video_s_object_boxes(tmp_path: Path) -> None:
+    config = _test_config()
+    generate_dataset(tmp_path, config)
+    layout = SynthLayout(tmp_path)
+    specs = plan_dataset(config)
+    assert sorted(path.name for path in layout.boxes.iterdir()) == sorted(
+        f"{Path(spec.relative_path).stem}.bb" for spec in specs
+    )
+    spec = specs[3]
+    lines = layout.boxes_path(spec).read_text().splitlines()
+    values = np.array([line.split() for line in lines], dtype=np.float64)
+    assert values[:, 0].tolist() == list(range(8)) and (values[:, 5] == 1).all()
+    np.testing.assert_allclose(values[:, 1:5], object_boxes(spec, config), atol=0.006)
+    layout.boxes_path(spec).unlink()  # a data set from before the boxes: its videos stay, boxes are added
+    assert generate_dataset(tmp_path, config).n_written == 0
+    assert layout.boxes_path(spec).read_text().splitlines() == lines
 
 
 def test_trajectories_follow_their_class() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from motionfit.storage.arrays import VideoArrayStore
 from motionfit.storage.layout import RunLayout
+from motionfit.tasks.data.config import DecodeConfig
 from motionfit.tasks.idt import stage
 from motionfit.tasks.idt.config import IdtConfig
 from motionfit.tasks.idt.extractor import extract_trajectories
@@ -89,3 +90,68 @@ def test_pipeline_mode_refuses_flow_of_another_shape(tmp_path: Path) -> None:
     [outcome] = stage.extract_idt_videos(["v"], layout, IdtConfig(mode="pipeline"))
     assert outcome.status == "failed"
     assert "needs flows of shape (4, 64, 96, 2); got shape (3, 64, 96, 2)" in outcome.error
+
+
+def test_human_boxes_land_on_the_decoded_frames_they_were_decoded_from(tmp_path: Path) -> None:
+    path = tmp_path / "v.bb"
+    path.write_text("0 10 20 110 220 0.9\n1 0 0 5 5 1\n4 40 40 80 80 1 160 0 320 240 0.5\n")
+    record = {"source_n_frames": 6, "source_fps": 30.0, "source_width": 320, "source_height": 240}
+    # 30 fps capped to 15 keeps source frames 0, 2 and 4, at a fifth of their size.
+    per_frame = stage.decoded_frame_boxes(str(path), record, DecodeConfig(max_fps=15), 3, 48, 64)
+    np.testing.assert_allclose(per_frame[0], [[2, 4, 22, 44]])
+    assert per_frame[1] is None  # source frame 2 has none; frame 1's went with frame 1
+    np.testing.assert_allclose(per_frame[2], [[8, 8, 16, 16], [32, 0, 64, 48]])
+
+
+def panning_video(n_frames: int, height: int = 64, width: int = 96) -> np.ndarray:
+    """A textured scene seen by a camera panning 1 px per frame to the right: ``[T, H, W, 3] uint8``."""
+    scene = np.clip(np.rint(texture(height, width + n_frames, 4)), 0, 255).astype(np.uint8)
+    frames = np.stack([scene[:, t : t + width] for t in range(n_frames)])
+    return np.repeat(frames[..., np.newaxis], 3, axis=3)
+
+
+def test_human_boxes_reach_the_camera_motion_estimate_and_key_only_their_video(tmp_path: Path) -> None:
+    frames = panning_video(20)
+    layout = RunLayout.at(tmp_path)
+    source = {
+        "fps": 25.0,
+        "source_fps": 25.0,
+        "source_n_frames": 20,
+        "source_width": 192,
+        "source_height": 128,
+    }
+    for video_id in ("boxed", "plain"):
+        layout.store("frames").write(video_id, frames, attrs=source)
+    boxes = tmp_path / "boxed.bb"  # the whole frame at the file's size: no match is left for the homography
+    boxes.write_text("".join(f"{t} 0 0 191 127 1\n" for t in range(20)))
+    config, decode = IdtConfig(human_boxes=True), DecodeConfig()
+    run = {"boxes": {"boxed": str(boxes)}, "decode": decode}
+
+    def stored(video_id: str) -> np.ndarray:  # a store of its own: one keeps the handles it opened
+        return layout.store("idt").read(video_id)
+
+    outcomes = stage.extract_idt_videos(["boxed", "plain"], layout, config, **run)
+
+    assert [outcome.status for outcome in outcomes] == ["done", "done"]
+
+    whole_frame = np.array([[t, 0, 0, 95, 63, 1] for t in range(20)], np.float32)
+    np.testing.assert_array_equal(
+        stored("boxed"), extract_trajectories(frames, config, boxes=whole_frame).trajectories
+    )
+    plain = extract_trajectories(frames, IdtConfig()).trajectories
+    np.testing.assert_array_equal(stored("plain"), plain)
+    assert len(stored("boxed")) > 10 * max(len(plain), 1)  # the pan is no longer compensated
+    assert [o.status for o in stage.extract_idt_videos(["boxed", "plain"], layout, config, **run)] == [
+        "skipped",
+        "skipped",
+    ]
+    boxes.write_text("".join(f"{t} 0 0 20 20 1\n" for t in range(20)))  # new boxes: that video only
+    again = stage.extract_idt_videos(["boxed", "plain"], layout, config, **run)
+    assert [outcome.status for outcome in again] == ["done", "skipped"]
+    # Boxes off: the key of a run without them, so "plain" stays and "boxed" is recomputed without boxes.
+    off = stage.extract_idt_videos(["boxed", "plain"], layout, IdtConfig())
+    assert [outcome.status for outcome in off] == ["done", "skipped"]
+    np.testing.assert_array_equal(stored("boxed"), plain)
+    boxes.write_text("0 1 2 3\n")
+    [broken] = stage.extract_idt_videos(["boxed"], layout, config, **run)
+    assert broken.status == "failed" and "boxed.bb:1" in broken.error
