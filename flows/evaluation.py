@@ -30,13 +30,17 @@ def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
         config.runtime.seed,
     )
     metrics = append_metrics(layout, result.metrics)
+    teacher_input = "flow" if config.teacher.modality == "flow" else "RGB"
     context = ReportContext(
         title=f"motionfit report: {config.name}",
         dataset=config.data.target_format if config.synth is None else "synthetic motion data set",
         backbone=f"{config.finetune.arch} x{config.finetune.width_multiplier:g}",
         frames=result.frames,
         resolution=result.resolution,
-        backbones={"teacher": f"{config.teacher.arch} x{config.teacher.width_multiplier:g} (flow)"},
+        backbones={
+            "teacher": f"{config.teacher.arch} x{config.teacher.width_multiplier:g} ({teacher_input})"
+        },
+        inputs={"teacher": teacher_input},
         confused_pairs=result.confused_pairs,
         confused_method=result.confused_method,
         plots=result.plots,

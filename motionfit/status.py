@@ -40,11 +40,12 @@ def planned_epochs(layout: RunLayout) -> dict[str, int]:
     config that loads."""
     import yaml
 
-    from motionfit.config import load_config
+    from motionfit.config import PipelineConfig
     from motionfit.tasks.methods import METHODS, TEACHER_STAGE
 
+    filesystem, path = fs.resolve(layout.run_config)  # a local path or an object-store URL
     try:
-        config = load_config(layout.run_config)
+        config = PipelineConfig.model_validate(yaml.safe_load(filesystem.cat_file(path)) or {})
     except (OSError, ValueError, yaml.YAMLError):
         return {}
     planned = {TEACHER_STAGE: config.teacher.epochs}

@@ -43,7 +43,8 @@ class ReportContext:
     """What the report needs beside the metrics table.
 
     ``backbone``, ``frames`` and ``resolution`` describe the evaluated networks (``backbones`` overrides the
-    backbone per method, e.g. a width-reduced CMPL auxiliary net); ``split`` is the split whose results fill
+    backbone per method, e.g. a width-reduced CMPL auxiliary net, and ``inputs`` the input, "flow" or "RGB",
+    that a method's entry would give, e.g. an appearance teacher); ``split`` is the split whose results fill
     the accuracy tables; ``confused_pairs`` is ``evaluate.most_confused_pairs`` of the main method; ``plots``
     maps a caption to a PNG URL (normally under ``layout.plots``), embedded by its path relative to
     ``report.md``; ``methods``, when given, are the run's methods: rows of other methods (left in the metrics
@@ -60,6 +61,7 @@ class ReportContext:
     resolution: int = 112
     split: str = "test"
     backbones: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
     confused_pairs: pd.DataFrame | None = None
     confused_method: str = "motionfit"
     plots: Mapping[str, str] = field(default_factory=dict)
@@ -159,7 +161,10 @@ def report_tables(
     summary = summarise_seeds(metrics)
     methods = ordered(summary["method"].unique().tolist())
     setup = {
-        "Input": {m: "flow" if m in METHODS and METHODS[m].modality == "flow" else "RGB" for m in methods},
+        "Input": {
+            m: context.inputs.get(m, "flow" if m in METHODS and METHODS[m].modality == "flow" else "RGB")
+            for m in methods
+        },
         "Backbone": {m: context.backbones.get(m, context.backbone) for m in methods},
         "Frames": {m: str(context.frames) for m in methods},
         "Res.": {m: str(context.resolution) for m in methods},

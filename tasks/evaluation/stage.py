@@ -277,7 +277,7 @@ def evaluate_run(
             shape = (channels, deployed.clip_length, deployed.crop_size, deployed.crop_size)
             gmacs, params = count_complexity(deployed.model, shape)
             seconds = forward_seconds_per_clip(deployed.model, shape, device=device)
-            if method == "teacher":
+            if deployed.modality == "flow":  # the teacher on flow pays for its TV-L1 input
                 per_pair = flow_seconds_per_pair(layout, list(test["video_id"]), config.flow)
                 cost = teacher_inference_cost(gmacs, params, per_pair, deployed.clip_length, seconds)
             else:

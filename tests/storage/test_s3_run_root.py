@@ -20,6 +20,7 @@ from prefect.settings import PREFECT_API_URL
 
 from motionfit.config import PipelineConfig
 from motionfit.flows.preprocess import decode_flow, ingest_flow, tvl1_flow
+from motionfit.status import planned_epochs
 from motionfit.storage import fs
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.lock import RunRootInUseError, RunRootLock, holding
@@ -109,6 +110,7 @@ def test_a_run_on_s3_equals_a_local_run_and_a_second_process_resumes_it(
     secret = s3.environment["AWS_SECRET_ACCESS_KEY"]
     stored_config = s3.client.get_object(Bucket=BUCKET, Key="runs/micro/config.yaml")["Body"].read().decode()
     assert "motionfit-test-s3" in stored_config and secret not in stored_config + config_file.read_text()
+    assert planned_epochs(layout)["teacher"] == remote.teacher.epochs, "status reads the config in the bucket"
 
     assert _commit_times(layout, "decode") == decoded, "no decoded video was decoded again"
     after = _commit_times(layout, "flow")

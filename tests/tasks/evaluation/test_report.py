@@ -245,3 +245,16 @@ def test_the_report_lists_every_left_out_video_with_its_reason_up_to_a_bound(met
     assert "Missing, failed" not in report.render_report(metrics, report.ReportContext())
     terminal = report.format_terminal_tables(metrics, context)
     assert "Missing, failed and excluded videos (120)" in terminal and "v049" in terminal
+
+
+def test_an_appearance_teacher_is_reported_on_rgb() -> None:
+    metrics = evaluation_metrics.metrics_frame(
+        [
+            {"method": "teacher", "metric": "top1", "value": 40.0},
+            {"method": "motionfit", "metric": "top1", "value": 50.0},
+        ]
+    )
+    by_default = dict(report.report_tables(metrics))["Target top-1 (test)"]
+    rgb = dict(report.report_tables(metrics, report.ReportContext(inputs={"teacher": "RGB"})))
+    assert list(by_default["Input"]) == ["flow", "RGB"]
+    assert list(rgb["Target top-1 (test)"]["Input"]) == ["RGB", "RGB"]
