@@ -146,7 +146,7 @@ def table_markdown(sweep: Sweep, table: pd.DataFrame) -> str:
         for c in table.columns
         if c not in {"setting", "state", *varied} and not c.endswith((" std", " seeds"))
     ]
-    header = ["setting", *varied, *(_heading(c) for c in scores)]
+    header = ["setting", *varied, *(_heading(c, varied) for c in scores)]
     lines = [
         f"# Sweep {sweep.name}",
         "",
@@ -166,8 +166,10 @@ def table_markdown(sweep: Sweep, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _heading(column: str) -> str:
+def _heading(column: str, varied: list[str]) -> str:
     method, metric = column.split(" ", 1)
+    if method == "teacher" and "teacher.modality" in varied:  # its label names flow, its input varies
+        return f"Teacher {metric}"
     return f"{label(method)} {metric}"
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from motionfit.storage.manifest import BASE_COLUMNS
-from motionfit.tasks.data.config import LABELLED_SAMPLINGS, DataConfig
+from motionfit.tasks.data.config import LABELLED_SAMPLINGS, DataConfig, LabelledSampling
 from motionfit.tasks.data.synth import SynthLayout
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def ingest_folder(
 
 
 def keep_labelled_fraction(
-    manifest: pd.DataFrame, fraction: float, seed: int, sampling: str = "category"
+    manifest: pd.DataFrame, fraction: float, seed: int, sampling: LabelledSampling = "category"
 ) -> pd.DataFrame:
     """Copy of ``manifest`` keeping the labels of a seeded ``fraction`` of its labelled train rows; the others
     get ``label`` None and ``label_index`` -1.

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import SMALL_SYNTH
 
 from motionfit.config import load_config
-from motionfit.flows.sweep import output_keys, sweep_flow
+from motionfit.flows.sweep import output_keys, sweep_flow, table_markdown
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
 from motionfit.sweep import Sweep, setting_configs
@@ -62,6 +63,23 @@ def test_human_boxes_change_the_trajectories_and_what_follows_them_not_the_decod
     assert {"idt", "fisher", "clusters", "checkpoints/student_idt_la"} <= changed
     assert not changed & {"frames", "flow"}
     assert "manifest" in _changed(data={"labelled_sampling": "uniform"})
+
+
+def test_a_sweep_over_the_teachers_input_does_not_call_its_teacher_a_flow_teacher() -> None:
+    table = pd.DataFrame(
+        {
+            "setting": ["modality=rgb", "modality=flow"],
+            "state": ["done", "done"],
+            "teacher.modality": ["rgb", "flow"],
+            "teacher top1": [20.0, 47.5],
+            "teacher top1 std": [0.0, 0.0],
+            "teacher top1 seeds": [1, 1],
+        }
+    )
+    varying = Sweep(name="m", mirrors="t", methods=("teacher",), grid={"teacher.modality": ["rgb", "flow"]})
+    fixed = Sweep(name="k", mirrors="t", methods=("teacher",), settings=[{"name": "all", "set": {}}])
+    assert "| Teacher top1 |" in table_markdown(varying, table)
+    assert "| Flow teacher (TV-L1) top1 |" in table_markdown(fixed, table.drop(columns="teacher.modality"))
 
 
 NETWORK = {"epochs": 1, "batch_size": 8, "num_workers": 0}
