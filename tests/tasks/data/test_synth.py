@@ -106,16 +106,21 @@ def test_appearance_statistics_do_not_predict_the_class() -> None:
     assert np.all(f_ratio < 2.5), f_ratio
 
 
+def _flat_scene_config(**overrides: object) -> SynthConfig:
+    """Every class on a flat, still, noiseless background: the pixels that differ from it are the object."""
+    values: dict[str, object] = {
+        "frame_size_px": (48, 48),
+        "n_frames": 10,
+        "background_contrast": 0.0,
+        "noise_std": 0.0,
+        "camera_pan_px_per_frame": 0.0,
+        "classes": list(MOTION_CLASSES),
+    }
+    return _test_config(**{**values, **overrides})
+
+
 def test_translation_and_zoom_move_the_object_as_named() -> None:
-    config = _test_config(
-        frame_size_px=(48, 48),
-        n_frames=10,
-        background_contrast=0.0,
-        noise_std=0.0,
-        camera_pan_px_per_frame=0.0,
-        object_size_px=(12.0, 12.0),
-        classes=list(MOTION_CLASSES),
-    )
+    config = _flat_scene_config(object_size_px=(12.0, 12.0))
     expected_axis = {
         "TranslateLeft": (0, -1),
         "TranslateRight": (0, 1),
@@ -144,14 +149,7 @@ def test_translation_and_zoom_move_the_object_as_named() -> None:
 
 
 def test_object_boxes_hold_the_object_on_every_frame() -> None:
-    config = _test_config(
-        frame_size_px=(48, 48),
-        n_frames=10,
-        background_contrast=0.0,
-        noise_std=0.0,
-        camera_pan_px_per_frame=0.0,
-        classes=list(MOTION_CLASSES),
-    )
+    config = _flat_scene_config()
     ys, xs = np.mgrid[:48, :48]
     for name in MOTION_CLASSES:
         spec = VideoSpec("train", 1, name, "x.mp4")
