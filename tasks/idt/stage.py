@@ -104,7 +104,8 @@ def extract_idt_videos(
     row_dim = config.columns().row_dim
 
     def process(video_id: str) -> None:
-        n_frames, height, width = frames_store.shape(video_id)[:3]
+        decoded = frames_store.attrs(video_id)  # one read of the commit record: shape and source
+        n_frames, height, width = decoded["shape"][:3]
         if n_frames < 2:
             raise VideoInputError(f"video {video_id} holds {n_frames} frame(s); trajectories need at least 2")
         bound = None
@@ -116,8 +117,7 @@ def extract_idt_videos(
                 raise VideoInputError(f"pipeline mode needs flows of shape {expected}; got shape {stored}")
         frame_boxes: list[np.ndarray | None] = [None] * n_frames
         if video_id in boxes:
-            record = frames_store.attrs(video_id)
-            frame_boxes = decoded_frame_boxes(boxes[video_id], record, decode, n_frames, height, width)
+            frame_boxes = decoded_frame_boxes(boxes[video_id], decoded, decode, n_frames, height, width)
         pixels = height * width
         working = WORKING_BYTES_PER_PIXEL * pixels + ROW_CHUNK_COPIES * ROWS_PER_CHUNK * row_dim * 4
         subject = f"IDT of video {video_id} ({width}x{height})"
