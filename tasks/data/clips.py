@@ -101,6 +101,25 @@ def clip_keys(frame_counts: Mapping[str, int], span: int, clips_per_video: int) 
     )
 
 
+def fit_clip_keys(keys: pd.DataFrame, span: int) -> pd.DataFrame:
+    """``keys`` made by another reader (a teacher's pseudo-labelled clips) refitted to clips of ``span``
+    frames: each clip keeps its start unless it would reach past its video's end, where it moves back to end
+    on the last frame, so a clip at least as long as the original still covers all of it (a shorter one
+    covers its first frames). Rows of videos shorter than ``span`` frames are dropped (and logged)."""
+    short = keys["n_frames"] < span
+    if short.any():
+        logger.warning(
+            "%d of %d videos are shorter than a clip of %d frames and are left out (first: %s)",
+            keys.loc[short, "video_id"].nunique(),
+            keys["video_id"].nunique(),
+            span,
+            keys.loc[short, "video_id"].iloc[0],
+        )
+    fitted = keys[~short].copy()
+    fitted["start_frame"] = np.minimum(fitted["start_frame"], fitted["n_frames"] - span).astype(np.int64)
+    return fitted
+
+
 def frame_counts(layout: RunLayout, video_ids: Sequence[str], modalities: Sequence[str]) -> dict[str, int]:
     """Frames of each video on the flow's time axis (RGB: T - 1; flow: its length), the minimum over
     ``modalities``; videos not committed in every modality's store are left out (and logged)."""

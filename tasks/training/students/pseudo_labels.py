@@ -1,7 +1,8 @@
 """MotionFit's objective (Gavrilyuk et al. 2021): cross-entropy of the RGB network on every clip of the
 unlabelled videos against the flow teacher's clip-level pseudo-labels (soft with a temperature, hard, or
-top-k; :func:`~motionfit.tasks.training.pseudo_labels.pseudo_targets`), on the very clips the teacher
-labelled. The supervised bound trains the same way on the source's held-back labels."""
+top-k; :func:`~motionfit.tasks.training.pseudo_labels.pseudo_targets`), on the clips the teacher
+labelled (refitted to the student's clip length when it differs from the teacher's: a longer student clip
+covers the teacher's). The supervised bound trains the same way on the source's held-back labels."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import Tensor
 from motionfit.models.video_net import build_model
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
-from motionfit.tasks.data.clips import MODALITY_CHANNELS, ClipDataset, frame_counts
+from motionfit.tasks.data.clips import MODALITY_CHANNELS, ClipDataset, clip_span, fit_clip_keys, frame_counts
 from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.loop import clip_transform, model_args
 from motionfit.tasks.training.pseudo_labels import logits_matrix, pseudo_targets
@@ -29,7 +30,8 @@ def setup(
     pseudo_labels = read_table(config.pseudo_labels_url or layout.pseudo_labels)
     counts = frame_counts(layout, pseudo_labels["video_id"].unique().tolist(), student_modalities(config))
     rows = pseudo_labels[pseudo_labels["video_id"].isin(counts)]
-    keys = rows.assign(n_frames=rows["video_id"].map(counts).astype(np.int64)).reset_index(drop=True)
+    keys = rows.assign(n_frames=rows["video_id"].map(counts).astype(np.int64))
+    keys = fit_clip_keys(keys, clip_span(config.clip_length, config.frame_stride)).reset_index(drop=True)
     keys = training_keys(layout, keys, config).reset_index(drop=True)
     targets = pseudo_targets(
         torch.from_numpy(logits_matrix(keys)),

@@ -28,6 +28,7 @@ from motionfit.tasks.training.config import PseudoLabelConfig, StudentConfig
 from motionfit.tasks.training.loop import load_checkpoint, load_network
 from motionfit.tasks.training.pseudo_labels import generate_pseudo_labels
 from motionfit.tasks.training.students import local_aggregation
+from motionfit.tasks.training.students import pseudo_labels as pseudo_label_objective
 from motionfit.tasks.training.students.cmpl import PairedBatches, cmpl_step
 from motionfit.tasks.training.students.local_aggregation import cluster_matrix
 from motionfit.tasks.training.students.trainer import train_student
@@ -83,6 +84,21 @@ def test_pseudo_label_student_trains_on_every_labelled_clip(run: tuple[RunLayout
     network, checkpoint = load_network(summary["checkpoint"])
     assert isinstance(network, VideoNet) and network.fc.out_features == 4
     assert checkpoint["network_args"]["in_channels"] == 3 and checkpoint["network_prefix"] == "student."
+
+
+def test_a_student_longer_than_the_teachers_clip_covers_every_labelled_clip(
+    run: tuple[RunLayout, pd.DataFrame],
+) -> None:
+    layout, manifest = run
+    labelled = read_table(layout.pseudo_labels)  # the teacher's 6-frame clips of 11-frame flow videos
+    config = StudentConfig(**{**TINY, "clip_length": 10}, objective="pseudo_labels")
+    keys = pseudo_label_objective.setup(layout, manifest, config, torch.device("cpu")).dataset.keys
+    assert len(keys) == len(labelled) == 24
+    merged = keys.merge(labelled, on=["video_id", "clip_index"], suffixes=("", "_teacher"))
+    assert (merged["start_frame"] + 10 <= merged["n_frames"]).all()
+    assert (merged["start_frame"] <= merged["start_frame_teacher"]).all()
+    assert (merged["start_frame"] + 10 >= merged["start_frame_teacher"] + 6).all()
+    assert (merged["start_frame"] < merged["start_frame_teacher"]).any()
 
 
 def test_local_aggregation_student_loss_is_finite_and_decreases(run: tuple[RunLayout, pd.DataFrame]) -> None:
