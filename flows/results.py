@@ -39,11 +39,16 @@ def plain(value: Any) -> Any:
 
 
 class PlainJSONSerializer(Serializer):
-    """Serialises plain values (see :func:`plain`) as JSON and reads them back as dicts and lists."""
+    """Serialises plain values (see :func:`plain`) as JSON and reads them back as dicts and lists.
+
+    The exception of a failed task, which Prefect persists too, is kept as its type and message: read back,
+    Prefect raises it as a ``FailedRun`` carrying that text."""
 
     type: Literal["motionfit-json"] = SERIALIZER_TYPE
 
     def dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, BaseException):
+            return json.dumps(f"{type(obj).__name__}: {obj}").encode()
         return json.dumps(plain(obj)).encode()
 
     def loads(self, blob: bytes) -> Any:

@@ -36,6 +36,16 @@ def count(run_root: str, value: int, inputs: str) -> dict[str, float]:
     return {"value": np.float32(value) * 2, "outcome": VideoOutcome("v1", "done")}
 
 
+@task
+def broken(run_root: str) -> None:
+    raise ValueError("video v7 has no frames")
+
+
+@flow
+def failing_stage(run_root: str) -> None:
+    broken.with_options(**stage_task_options(RunLayout.at(run_root), RuntimeConfig()))(run_root)
+
+
 @flow
 def stage(run_root: str) -> dict:
     run = count.with_options(**stage_task_options(RunLayout.at(run_root), RuntimeConfig()))
@@ -84,3 +94,15 @@ def test_a_planted_pickle_record_is_not_decoded_and_the_task_runs_again(
     assert not proof.exists(), "the planted pickle was never decoded"
     assert CALLS == [21, 21], "the record counted as missing, so the task ran again"
     assert b'"type":"motionfit-json"' in record.read_bytes(), "and replaced the planted record"
+
+
+def test_a_failed_tasks_error_is_kept_as_plain_text(
+    prefect_server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="video v7 has no frames"):
+        failing_stage(root)
+    assert "Failed to write result" not in caplog.text
+    (record,) = [p for p in Path(RunLayout.at(root).prefect_results).iterdir() if p.is_file()]
+    stored = ResultRecord.deserialize(record.read_bytes(), backup_serializer=PlainJSONSerializer())
+    assert stored.result == "ValueError: video v7 has no frames"
