@@ -71,6 +71,17 @@ def clip_starts(n_frames: int, span: int, clips_per_video: int) -> np.ndarray:
     return np.unique(starts)
 
 
+def _log_short(short: Sequence[str], n_videos: int, span: int) -> None:
+    if short:
+        logger.warning(
+            "%d of %d videos are shorter than a clip of %d frames and are left out (first: %s)",
+            len(short),
+            n_videos,
+            span,
+            short[0],
+        )
+
+
 def clip_keys(frame_counts: Mapping[str, int], span: int, clips_per_video: int) -> pd.DataFrame:
     """The stable clip keys of ``frame_counts`` (``{video_id: frames on the flow axis}``).
 
@@ -80,15 +91,7 @@ def clip_keys(frame_counts: Mapping[str, int], span: int, clips_per_video: int) 
     """
     video_ids = list(frame_counts)
     starts = [clip_starts(frame_counts[v], span, clips_per_video) for v in video_ids]
-    short = [v for v, s in zip(video_ids, starts, strict=True) if not len(s)]
-    if short:
-        logger.warning(
-            "%d of %d videos are shorter than a clip of %d frames and are left out (first: %s)",
-            len(short),
-            len(video_ids),
-            span,
-            short[0],
-        )
+    _log_short([v for v, s in zip(video_ids, starts, strict=True) if not len(s)], len(video_ids), span)
     sizes = np.array([len(s) for s in starts], dtype=np.int64)
     first_row = np.repeat(np.cumsum(sizes) - sizes, sizes)
     return pd.DataFrame(
@@ -107,14 +110,7 @@ def fit_clip_keys(keys: pd.DataFrame, span: int) -> pd.DataFrame:
     on the last frame, so a clip at least as long as the original still covers all of it (a shorter one
     covers its first frames). Rows of videos shorter than ``span`` frames are dropped (and logged)."""
     short = keys["n_frames"] < span
-    if short.any():
-        logger.warning(
-            "%d of %d videos are shorter than a clip of %d frames and are left out (first: %s)",
-            keys.loc[short, "video_id"].nunique(),
-            keys["video_id"].nunique(),
-            span,
-            keys.loc[short, "video_id"].iloc[0],
-        )
+    _log_short(keys.loc[short, "video_id"].unique().tolist(), keys["video_id"].nunique(), span)
     fitted = keys[~short].copy()
     fitted["start_frame"] = np.minimum(fitted["start_frame"], fitted["n_frames"] - span).astype(np.int64)
     return fitted
