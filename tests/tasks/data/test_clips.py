@@ -16,6 +16,7 @@ from motionfit.tasks.data.clips import (
     EpochSampler,
     clip_keys,
     clip_starts,
+    fit_clip_keys,
     frame_counts,
     labelled_videos,
     make_loader,
@@ -39,6 +40,23 @@ def test_clip_starts_are_evenly_spaced_distinct_and_inside_the_video() -> None:
     assert clip_starts(5, 8, 2).tolist() == []  # shorter than a clip: no key rather than looped frames
     with pytest.raises(ValueError, match="clips_per_video"):
         clip_starts(20, 8, 0)
+
+
+def test_refitted_keys_keep_their_starts_inside_the_video_and_drop_short_videos(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = pd.DataFrame(
+        {
+            "video_id": ["a", "a", "b"],
+            "clip_index": [0, 1, 0],
+            "start_frame": [1, 7, 0],
+            "n_frames": [12, 12, 5],
+        }
+    )
+    fitted = fit_clip_keys(keys, 8)
+    assert fitted["video_id"].tolist() == ["a", "a"] and fitted["start_frame"].tolist() == [1, 4]
+    assert "1 of 2 videos are shorter than a clip of 8 frames" in caplog.text
+    assert keys["start_frame"].tolist() == [1, 7, 0], "the given keys are left as they were"
 
 
 def test_clip_keys_are_stable_across_runs_and_modalities(run: tuple[RunLayout, pd.DataFrame]) -> None:
