@@ -101,11 +101,14 @@ def fv_fit_task(
 
 @task(name="fv-encode-batch")
 def fv_encode_batch(run_root: str, video_ids: list[str], model_url: str, inputs: str) -> str:
-    """Sketched Fisher vectors of one batch, written as one part array; returns the part's URL."""
+    """Sketched Fisher vectors of one batch, written as one part array; returns the part's URL. A video's
+    trajectories are read one GMM batch of rows at a time (32768 rows of 436 float32, 57 MB), so its
+    length does not bound the worker's memory."""
     layout = RunLayout.at(run_root)
     model = load_fisher_model(model_url)
     store = layout.store("idt")
-    vectors = np.stack([encode_video(store.read(video_id), model) for video_id in video_ids])
+    rows = model.config.gmm.batch_size
+    vectors = np.stack([encode_video(store.row_blocks(video_id, rows), model) for video_id in video_ids])
     url = layout.fv_part(inputs)
     write_video_matrix(url, video_ids, vectors, SKETCH_DIMENSION)
     return url

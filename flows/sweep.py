@@ -110,8 +110,15 @@ def sweep_table(
     sweep: Sweep, runs: list[tuple[Setting, int, PipelineConfig]], failed: set[str]
 ) -> pd.DataFrame:
     """One row per setting: its overrides, then per method and metric the mean and std over its seeds'
-    test-split values (std 0 for one seed) and the number of seeds scored."""
+    test-split values (std 0 for one seed) and the number of seeds scored; methods in the sweep's order
+    (else the preset's), metrics in the order ``metrics`` lists them."""
     varied = sweep.varied()
+    methods = list(sweep.methods or (runs[0][2].methods if runs else ()))
+
+    def order(column: str) -> tuple[int, int]:
+        method, metric = column.split(" ", 1)
+        return (methods.index(method) if method in methods else len(methods), sweep.metrics.index(metric))
+
     values: dict[str, dict[str, list[float]]] = {}
     for setting, seed, config in runs:
         layout = RunLayout.at(config.run_root)
@@ -128,11 +135,12 @@ def sweep_table(
         row: dict[str, Any] = {"setting": setting.name}
         row |= {key: str(setting.set.get(key, "")) for key in varied}
         row["state"] = "failed" if setting.name in failed else "done"
-        for column, scores in values.get(setting.name, {}).items():
-            series = pd.Series(scores)
+        scored = values.get(setting.name, {})
+        for column in sorted(scored, key=order):
+            series = pd.Series(scored[column])
             row[column] = series.mean()
             row[f"{column} std"] = series.std(ddof=0)
-            row[f"{column} seeds"] = len(scores)
+            row[f"{column} seeds"] = len(series)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -183,6 +183,12 @@ class VideoArrayStore:
         """Rows ``start:stop`` (frames of a clip) of ``video_id``."""
         return self._read(video_id, slice(start, stop))
 
+    def row_blocks(self, video_id: str, rows: int) -> Iterator[np.ndarray]:
+        """The committed array of ``video_id`` as consecutive blocks of ``rows`` rows (the last shorter),
+        read one at a time; none for an empty array."""
+        for start in range(0, self.shape(video_id)[0], rows):
+            yield self._read(video_id, slice(start, start + rows))
+
     def shape(self, video_id: str) -> tuple[int, ...]:
         return tuple(self._record(video_id)["shape"])
 

@@ -8,10 +8,17 @@ recomputes exactly those videos.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
+import numpy as np
+import zarr
+
 from motionfit.storage import fs
-from motionfit.storage.arrays import VideoArrayStore, array_checksum, missing_chunks
+from motionfit.storage.arrays import VideoArrayStore, checksum_text, missing_chunks
+
+READ_BLOCK_BYTES = 64 * 2**20
+"""Bytes of an array a check reads at a time (64 MiB), so a long video is checked in bounded memory."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +47,21 @@ def check_video(store: VideoArrayStore, video_id: str, read_data: bool = True) -
         if problem is not None:
             return problem
         if read_data:
-            data = array[...]
+            checksum = 0
+            for start in range(0, array.shape[0], (step := _block_rows(array))):
+                checksum = zlib.crc32(np.ascontiguousarray(array[start : start + step]).data, checksum)
     except Exception as error:  # a truncated or corrupted chunk: zarr or the codec says what
         return f"its data does not decode ({type(error).__name__}: {error})"
-    if read_data and "checksum" in record and (found := array_checksum(data)) != record["checksum"]:
+    if read_data and "checksum" in record and (found := checksum_text(checksum)) != record["checksum"]:
         return f"its data has checksum {found}, committed {record['checksum']}"
     return None
+
+
+def _block_rows(array: zarr.Array) -> int:
+    """Rows of ``array`` read at once: whole inner chunks, about ``READ_BLOCK_BYTES`` of them."""
+    chunk_rows = array.chunks[0]
+    row_bytes = max(1, array.dtype.itemsize * int(np.prod(array.shape[1:])))
+    return chunk_rows * max(1, READ_BLOCK_BYTES // (chunk_rows * row_bytes))
 
 
 def verify_store(store: VideoArrayStore, read_data: bool = True) -> list[Damage]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from motionfit.tasks.idt.columns import REFERENCE_COLUMNS, IdtColumns
 from motionfit.tasks.prior.config import ComputeDtype, Encoding, FisherConfig
-from motionfit.tasks.prior.gmm import DiagonalGmm, fit_gmm, gmm_statistics
+from motionfit.tasks.prior.gmm import DiagonalGmm, GmmStatistics, fit_gmm, gmm_statistics
 from motionfit.tasks.prior.pca import PcaProjection, fit_pca
 from motionfit.tasks.prior.sketch import CountSketch, count_sketch, make_count_sketch
 
@@ -196,16 +196,24 @@ def fisher_encode(
     if len(x) == 0:
         return np.zeros(2 * gmm.n_components * gmm.dim)
     stats = gmm_statistics(x, gmm, batch_size=batch_size, dtype=dtype)
+    return fisher_from_statistics(stats, len(x), gmm, encoding)
+
+
+def fisher_from_statistics(
+    stats: GmmStatistics, n_descriptors: int, gmm: DiagonalGmm, encoding: Encoding = "paper_eq5_6"
+) -> np.ndarray:
+    """The unnormalised Fisher vector of :func:`fisher_encode` from the posterior sums of its
+    ``n_descriptors`` (at least one) descriptors."""
     s0 = stats.zeroth[:, None]
     centred_first = stats.first - s0 * gmm.means  # sum q (x - mu)
     centred_second = stats.second - 2.0 * gmm.means * stats.first + s0 * gmm.means**2  # sum q (x - mu)^2
     if encoding == "paper_eq5_6":
         sqrt_weights = np.sqrt(gmm.weights)[:, None]
-        first_order = centred_first / (len(x) * sqrt_weights * np.sqrt(gmm.variances))
-        second_order = (centred_second / gmm.variances - s0) / (len(x) * np.sqrt(2.0) * sqrt_weights)
+        first_order = centred_first / (n_descriptors * sqrt_weights * np.sqrt(gmm.variances))
+        second_order = (centred_second / gmm.variances - s0) / (n_descriptors * np.sqrt(2.0) * sqrt_weights)
     else:
-        first_order = centred_first / len(x)
-        second_order = (s0 * gmm.variances - centred_second) / len(x)
+        first_order = centred_first / n_descriptors
+        second_order = (s0 * gmm.variances - centred_second) / n_descriptors
     return np.concatenate([first_order.ravel(), second_order.ravel()])
 
 
@@ -216,35 +224,56 @@ def power_l2_normalise(vector: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return powered / norm if norm > 0 else powered
 
 
-def fisher_vector(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
+def fisher_vector(descriptors: np.ndarray | Iterable[np.ndarray], model: FisherModel) -> np.ndarray:
     """Normalised Fisher vector ``[model.fisher_dim] float32`` of one video's IDT rows ``[N, D]`` (``D``:
-    ``model.idt_columns.row_dim``, 436 with the reference's parameters).
+    ``model.idt_columns.row_dim``, 436 with the reference's parameters), whole or as consecutive blocks of
+    rows, so a long video is encoded without holding its trajectories: the posterior sums continue from
+    block to block, and only the float32 products of a block round otherwise than the whole array's
+    (a few 1e-6 in the vector; the flow's blocks are whole GMM batches, at most 1e-6).
 
     Blocks are encoded and power/L2-normalised separately, then concatenated and divided by sqrt(#blocks).
     """
-    descriptors = np.asarray(descriptors)
-    row_dim = model.idt_columns.row_dim
-    if descriptors.ndim != 2 or descriptors.shape[1] != row_dim:
-        raise ValueError(f"descriptors has shape {descriptors.shape}; expected [N, {row_dim}] IDT rows")
-    if not np.isfinite(descriptors).all():
-        raise ValueError("descriptors contains NaN or infinite values")
+    row_blocks = (descriptors,) if isinstance(descriptors, np.ndarray) else descriptors
     gmm_config = model.config.gmm
+    statistics: list[GmmStatistics | None] = [None] * len(model.blocks)
+    n_descriptors = 0
+    for rows in row_blocks:
+        rows = _checked_rows(rows, model.idt_columns.row_dim)
+        if len(rows) == 0:
+            continue
+        n_descriptors += len(rows)
+        for index, block in enumerate(model.blocks):
+            projected = block.pca.transform(np.take(rows, block.columns, axis=1), gmm_config.compute_dtype)
+            statistics[index] = gmm_statistics(
+                projected,
+                block.gmm,
+                batch_size=gmm_config.batch_size,
+                dtype=gmm_config.compute_dtype,
+                onto=statistics[index],
+            )
     parts = []
-    for block in model.blocks:
-        projected = block.pca.transform(np.take(descriptors, block.columns, axis=1), gmm_config.compute_dtype)
-        raw = fisher_encode(
-            projected,
-            block.gmm,
-            encoding=model.config.encoding,
-            batch_size=gmm_config.batch_size,
-            dtype=gmm_config.compute_dtype,
+    for block, stats in zip(model.blocks, statistics, strict=True):
+        raw = (
+            np.zeros(block.fisher_dim)
+            if stats is None
+            else fisher_from_statistics(stats, n_descriptors, block.gmm, model.config.encoding)
         )
         parts.append(power_l2_normalise(raw, model.config.power_alpha))
     return (np.concatenate(parts) / np.sqrt(len(parts))).astype(np.float32)
 
 
-def encode_video(descriptors: np.ndarray, model: FisherModel) -> np.ndarray:
-    """Count-sketched Fisher vector ``[sketch_dim] float32`` of one video's IDT rows ``[N, D]``."""
+def _checked_rows(rows: np.ndarray, row_dim: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != row_dim:
+        raise ValueError(f"descriptors has shape {rows.shape}; expected [N, {row_dim}] IDT rows")
+    if not np.isfinite(rows).all():
+        raise ValueError("descriptors contains NaN or infinite values")
+    return rows
+
+
+def encode_video(descriptors: np.ndarray | Iterable[np.ndarray], model: FisherModel) -> np.ndarray:
+    """Count-sketched Fisher vector ``[sketch_dim] float32`` of one video's IDT rows ``[N, D]``, whole or
+    in blocks (:func:`fisher_vector`)."""
     return count_sketch(fisher_vector(descriptors, model), model.sketch)
 
 

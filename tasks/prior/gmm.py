@@ -108,14 +108,27 @@ def _posterior_batches(
 
 
 def gmm_statistics(
-    x: np.ndarray, gmm: DiagonalGmm, *, batch_size: int = 32768, dtype: ComputeDtype = "float32"
+    x: np.ndarray,
+    gmm: DiagonalGmm,
+    *,
+    batch_size: int = 32768,
+    dtype: ComputeDtype = "float32",
+    onto: GmmStatistics | None = None,
 ) -> GmmStatistics:
-    """Posterior-weighted statistics of descriptors ``x`` ``[N, D]`` under ``gmm``, float64 sums."""
+    """Posterior-weighted statistics of descriptors ``x`` ``[N, D]`` under ``gmm``, float64 sums.
+
+    ``onto``: the statistics of earlier rows, which these sums continue. Rows given block by block, each
+    block but the last a whole number of batches, give the sums of one pass over all of them bit for bit."""
     _check_descriptors(x, gmm.dim)
     k, d = gmm.n_components, gmm.dim
-    zeroth = np.zeros(k)
-    moments = np.zeros((k, 2 * d))
-    log_likelihood = 0.0
+    if onto is None:
+        zeroth = np.zeros(k)
+        moments = np.zeros((k, 2 * d))
+        log_likelihood = 0.0
+    else:
+        zeroth = onto.zeroth.copy()
+        moments = np.concatenate([onto.first, onto.second], axis=1)
+        log_likelihood = onto.log_likelihood
     for features, posteriors, log_norm in _posterior_batches(x, gmm, batch_size, dtype):
         zeroth += posteriors.sum(axis=0, dtype=np.float64)
         moments += posteriors.T @ features

@@ -146,5 +146,7 @@ def test_a_sweep_over_a_student_setting_computes_the_shared_stages_once(
     for method in ("scratch", "teacher", "motionfit"):
         assert table[f"{method} top1"].between(0, 100).all() and (table[f"{method} top1 seeds"] == 1).all()
     assert table["scratch top1"].nunique() == 1, "both settings score the same shared scratch network"
+    scores = [c for c in table.columns if c.endswith(" top1")]
+    assert scores == ["scratch top1", "teacher top1", "motionfit top1"], "in the sweep's order of methods"
     assert "| level=video | video |" in result["markdown"]
     assert (Path(root) / "sweep" / "granularity" / "table.md").read_text() == result["markdown"]

@@ -29,6 +29,9 @@ def test_write_read_round_trip_and_clip_ranges(layout: RunLayout) -> None:
     assert store.committed_ids() == {"target.a"}
     np.testing.assert_array_equal(store.read("target.a"), video)
     np.testing.assert_array_equal(store.read_range("target.a", 14, 30), video[14:30])
+    blocks = list(store.row_blocks("target.a", 16))
+    assert [len(block) for block in blocks] == [16, 16, 5]
+    np.testing.assert_array_equal(np.concatenate(blocks), video)
     assert store.shape("target.a") == (37, 12, 16, 2)
     assert store.attrs("target.a")["flow_bound"] == 20
 
@@ -52,6 +55,7 @@ def test_empty_array_is_committed(layout: RunLayout) -> None:
     store = layout.store("idt")
     store.write("no-tracks", np.zeros((0, 436), np.float32))
     assert store.read("no-tracks").shape == (0, 436)
+    assert list(store.row_blocks("no-tracks", 100)) == []
 
 
 def test_stores_commit_with_their_stage_markers(layout: RunLayout) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from motionfit.storage import verify
 from motionfit.storage.arrays import DamagedVideoError, array_checksum
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.verify import uncommit_damaged, verify_store
@@ -59,3 +60,15 @@ def test_a_deleted_truncated_or_altered_chunk_is_found_and_named(stores) -> None
     uncommit_damaged(flow, verify_store(flow))
     assert flow.committed_ids() == {"c"}
     assert flow.markers.failures()["a"].startswith("verify: ")
+
+
+def test_an_array_is_checked_one_block_of_chunks_at_a_time(stores, monkeypatch) -> None:
+    frames, _ = stores
+    monkeypatch.setattr(verify, "READ_BLOCK_BYTES", 1)  # one inner chunk a block
+    assert verify_store(frames) == []
+    raw = _shard(frames, "b")
+    data = bytearray(raw.read_bytes())
+    data[len(data) // 2 + 50] ^= 0xFF  # inside a later chunk than the first
+    raw.write_bytes(bytes(data))
+    (altered,) = verify_store(frames)
+    assert altered.video_id == "b" and altered.problem.startswith("its data has checksum crc32:")

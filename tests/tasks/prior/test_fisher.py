@@ -21,7 +21,7 @@ from motionfit.tasks.prior.fisher import (
     sample_descriptors,
     save_fisher_model,
 )
-from motionfit.tasks.prior.gmm import DiagonalGmm, fit_gmm, mean_log_likelihood, run_em
+from motionfit.tasks.prior.gmm import DiagonalGmm, fit_gmm, gmm_statistics, mean_log_likelihood, run_em
 from motionfit.tasks.prior.pca import fit_pca
 from motionfit.tasks.prior.sketch import count_sketch
 
@@ -252,6 +252,34 @@ def test_video_without_trajectories_gets_a_zero_vector():
     empty = np.zeros((0, ROW_DIM), dtype=np.float32)
     np.testing.assert_array_equal(fisher_vector(empty, model), np.zeros(model.fisher_dim, dtype=np.float32))
     np.testing.assert_array_equal(encode_video(empty, model), np.zeros(64, dtype=np.float32))
+
+
+def test_statistics_continued_block_by_block_are_the_sums_of_one_pass():
+    rng = np.random.default_rng(12)
+    gmm = random_gmm(rng, n_components=3, dim=4)
+    x = rng.normal(size=(100, 4)).astype(np.float32)
+    whole = gmm_statistics(x, gmm, batch_size=16)
+    first = gmm_statistics(x[:32], gmm, batch_size=16)  # two whole batches
+    continued = gmm_statistics(x[32:], gmm, batch_size=16, onto=first)
+    for name in ("zeroth", "first", "second", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(continued, name), getattr(whole, name))
+    assert first.zeroth.sum() == pytest.approx(32.0), "the earlier statistics are left as they were"
+
+
+@pytest.mark.parametrize("pca_scope", ["per_type", "joint"])
+def test_a_video_encoded_block_by_block_gets_the_whole_arrays_vector(pca_scope):
+    rng = np.random.default_rng(12)
+    videos = synthetic_idt(rng, n_videos=3, n_rows=100)
+    gmm = GmmConfig(n_components=4, max_iter=30, seed=1, batch_size=16)
+    model = fit_fisher_model(videos, small_config(pca_scope=pca_scope, gmm=gmm))
+    video = videos[1]
+    whole = encode_video(video, model)
+    batches = (video[start : start + 32] for start in range(0, len(video), 32))  # 2 GMM batches each
+    np.testing.assert_allclose(encode_video(batches, model), whole, atol=1e-6, rtol=0)
+    uneven = [video[:7], video[7:7], video[7:60], video[60:]]  # cut inside batches, one block empty
+    np.testing.assert_allclose(encode_video(uneven, model), whole, atol=1e-5, rtol=0)
+    assert np.abs(encode_video([video[:50]], model) - whole).max() > 1e-3, "every block counts"
+    np.testing.assert_array_equal(encode_video(iter([]), model), np.zeros(64, dtype=np.float32))
 
 
 def test_bad_inputs_raise_errors_naming_them():
