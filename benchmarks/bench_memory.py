@@ -1,5 +1,5 @@
-"""Peak memory of decode, flow and IDT on one long 1280x720 video: the streamed stages beside the whole-video
-path of the same work, measured in the same run.
+"""Peak memory of decode, flow, IDT, Fisher-vector encoding and verify on one long 1280x720 video: the
+streamed stages beside the whole-video path of the same work, measured in the same run.
 
 The video is generated (a textured scene panning by (8, 3) px per frame, mp4v) for ``--seconds`` at 25 fps.
 Each measurement runs in a fresh process, which forgets the peak of its imports (``/proc/self/clear_refs``)
@@ -7,9 +7,11 @@ and reports its peak resident memory (VmHWM) above what it held before the work,
 stages as the pipeline runs them within ``--memory-mib`` (``runtime.video_memory_mib``), writing to a run
 root. Whole video: the same computation on the whole video in memory, as the stages did before they
 streamed (``decode_video``; ``compute_tvl1_flow`` and ``quantize_flow`` of all frames;
-``extract_trajectories`` of all frames), without storage. TV-L1 runs one iteration per pair and IDT one
-scale without camera motion unless ``--release``: neither changes what the windows hold, only how long the
-run takes. Run::
+``extract_trajectories`` of all frames), without storage. fv_encode encodes the stored trajectories with a
+Fisher model fitted on them (before the measurement) block by block, beside ``encode_video`` of the whole
+array; verify checks the stored trajectories' checksum block by block, beside a read of the whole array.
+TV-L1 runs one iteration per pair and IDT one scale without camera motion unless ``--release``: neither
+changes what the windows hold, only how long the run takes. Run::
 
     python benchmarks/bench_memory.py --seconds 180
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-STAGES = ("decode", "flow", "idt")
+STAGES = ("decode", "flow", "idt", "fv_encode", "verify")
 
 
 def write_video(path: Path, n_frames: int) -> None:
@@ -49,7 +51,9 @@ def status_mib(field: str) -> float:
 
 def measure(stage: str, whole: bool, args: argparse.Namespace) -> dict[str, float | str]:
     """Run one measurement in this process (the child's side): what it did and its peak above baseline."""
+    from motionfit.storage.arrays import array_checksum
     from motionfit.storage.layout import RunLayout
+    from motionfit.storage.verify import check_video
     from motionfit.tasks.data.config import DecodeConfig
     from motionfit.tasks.data.decode import decode_video, decode_videos
     from motionfit.tasks.idt.config import IdtConfig
@@ -58,6 +62,8 @@ def measure(stage: str, whole: bool, args: argparse.Namespace) -> dict[str, floa
     from motionfit.tasks.motion.codec import quantize_flow
     from motionfit.tasks.motion.config import FlowConfig
     from motionfit.tasks.motion.tvl1 import compute_flows, compute_tvl1_flow
+    from motionfit.tasks.prior.config import FisherConfig
+    from motionfit.tasks.prior.fisher import encode_video, fit_fisher_model, sample_descriptors
 
     layout = RunLayout.at(args.root)
     decode = DecodeConfig(short_side=args.short_side)
@@ -68,8 +74,12 @@ def measure(stage: str, whole: bool, args: argparse.Namespace) -> dict[str, floa
             update={"n_scales": 1, "warps": 1, "inner_iterations": 1, "outer_iterations": 1}
         )
         idt = idt.model_copy(update={"max_scales": 1, "camera_motion": False})
-    frames = layout.store("frames")
-    loaded = frames.read("long") if whole and stage != "decode" else None
+    frames, trajectories = layout.store("frames"), layout.store("idt")
+    loaded = frames.read("long") if whole and stage in ("flow", "idt") else None
+    if stage == "fv_encode":
+        fisher = FisherConfig(descriptors_per_video=20000)
+        sample = sample_descriptors(trajectories.arrays(["long"]), fisher, np.random.default_rng(0))
+        model = fit_fisher_model(sample, fisher)
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")
     baseline = status_mib("VmRSS:")
@@ -84,11 +94,19 @@ def measure(stage: str, whole: bool, args: argparse.Namespace) -> dict[str, floa
     elif stage == "flow":
         [outcome] = compute_flows(["long"], layout, flow, args.memory_mib)
         result = f"{outcome.status}, {layout.store('flow').shape('long')[0]} pairs"
-    elif whole:
+    elif stage == "idt" and whole:
         result = f"{len(extract_trajectories(loaded, idt).trajectories)} trajectories"
-    else:
+    elif stage == "idt":
         [outcome] = extract_idt_videos(["long"], layout, idt, args.memory_mib)
-        result = f"{outcome.status}, {layout.store('idt').shape('long')[0]} trajectories"
+        result = f"{outcome.status}, {trajectories.shape('long')[0]} trajectories"
+    elif stage == "fv_encode":
+        rows = trajectories.read("long") if whole else trajectories.row_blocks("long", fisher.gmm.batch_size)
+        result = f"{encode_video(rows, model).shape[0]}-d sketch of {trajectories.shape('long')[0]} rows"
+    elif whole:
+        found = array_checksum(trajectories.group["long"][...])
+        result = "intact" if found == trajectories.markers.committed_info("long")["checksum"] else "damaged"
+    else:
+        result = check_video(trajectories, "long") or "intact"
     seconds = time.perf_counter() - start
     return {"result": result, "peak_mib": status_mib("VmHWM:") - baseline, "seconds": seconds}
 
@@ -134,7 +152,7 @@ def main() -> None:
         )
         for stage in STAGES:  # the streamed run first: it stores what the next stage reads
             streamed, whole = run_child(stage, False, args), run_child(stage, True, args)
-            print(f"{stage:6s} streamed {described(streamed)}   whole video {described(whole)}")
+            print(f"{stage:9s} streamed {described(streamed)}   whole video {described(whole)}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ import zarr
 from motionfit.storage import fs
 from motionfit.storage.arrays import VideoArrayStore, checksum_text, missing_chunks
 
-READ_BLOCK_BYTES = 64 * 2**20
-"""Bytes of an array a check reads at a time (64 MiB), so a long video is checked in bounded memory."""
+READ_BLOCK_BYTES = 16 * 2**20
+"""Bytes of an array a check reads at a time (16 MiB), so a long video is checked in bounded memory: a
+check of a 260 MB float32 array peaks 63 MiB above its baseline with these blocks, 226 MiB with 64 MiB ones
+(zarr holds a block's stored and decoded chunks at once), in the same time."""
 
 
 @dataclass(frozen=True)
