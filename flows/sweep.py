@@ -176,9 +176,7 @@ def table_markdown(sweep: Sweep, table: pd.DataFrame) -> str:
 
 def _heading(column: str, varied: list[str]) -> str:
     method, metric = column.split(" ", 1)
-    if method == "teacher" and "teacher.modality" in varied:  # its label names flow, its input varies
-        return f"Teacher {metric}"
-    return f"{label(method)} {metric}"
+    return f"{label(method, varied)} {metric}"
 
 
 @flow(name="motionfit-sweep")

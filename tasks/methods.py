@@ -27,8 +27,9 @@ class Method:
     pseudo-labels, the IDT clusters, the source's held-back labels, the labelled target with unlabelled
     videos, the flow teacher's features on the labelled target, or the unlabelled videos alone), its
     ``init`` for fine-tuning (None: not fine-tuned), whether it ``needs_idt``, the ``modality`` it sees at
-    test time, and ``section_defaults``: the values its config section takes where a config leaves them out
-    (the objective at least)."""
+    test time, ``section_defaults``: the values its config section takes where a config leaves them out
+    (the objective at least), and ``label_settings``: the config keys whose default values the label names,
+    with ``short_label``, the label of a table whose rows vary one of them."""
 
     name: str
     label: str
@@ -39,6 +40,8 @@ class Method:
     needs_idt: bool = False
     modality: Modality = "rgb"
     section_defaults: dict[str, Any] = field(default_factory=dict)
+    label_settings: tuple[str, ...] = ()
+    short_label: str = ""
 
     def __post_init__(self) -> None:
         if self.objective is not None:
@@ -76,7 +79,13 @@ METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method("scratch", "RGB from scratch", init="random"),
-        Method("teacher", "Flow teacher (TV-L1)", modality="flow"),
+        Method(
+            "teacher",
+            "Flow teacher (TV-L1)",
+            modality="flow",
+            label_settings=("teacher.modality",),
+            short_label="Teacher",
+        ),
         Method(
             "idt_la",
             "IDT-prior Local Aggregation",
@@ -119,6 +128,8 @@ METHODS: dict[str, Method] = {
             trains_on="pseudo_labels",
             init="student",
             section_defaults={"motion_sampling": True, "lmcl_weight": 1.0},
+            label_settings=("mscl.motion_sampling", "mscl.lmcl_weight"),
+            short_label="MSCL student",
         ),
         Method(
             "mers",
@@ -163,10 +174,13 @@ def training_stages() -> list[str]:
     return [TEACHER_STAGE, *students, *finetuned]
 
 
-def label(name: str) -> str:
+def label(name: str, varied: list[str] | tuple[str, ...] = ()) -> str:
     """The report label of the method ``name`` (``name`` itself for rows that are no method, such as the IDT
-    clusters)."""
-    return METHODS[name].label if name in METHODS else name
+    clusters); its short label where the ``varied`` config keys change a setting its label names."""
+    if name not in METHODS:
+        return name
+    method = METHODS[name]
+    return method.short_label if set(method.label_settings) & set(varied) else method.label
 
 
 def ordered(names: list[str] | tuple[str, ...]) -> list[str]:

@@ -65,7 +65,7 @@ def test_human_boxes_change_the_trajectories_and_what_follows_them_not_the_decod
     assert "manifest" in _changed(data={"labelled_sampling": "uniform"})
 
 
-def test_a_sweep_over_the_teachers_input_does_not_call_its_teacher_a_flow_teacher() -> None:
+def test_a_sweep_over_a_setting_a_label_names_heads_its_column_with_the_short_label() -> None:
     table = pd.DataFrame(
         {
             "setting": ["modality=rgb", "modality=flow"],
@@ -80,6 +80,11 @@ def test_a_sweep_over_the_teachers_input_does_not_call_its_teacher_a_flow_teache
     fixed = Sweep(name="k", mirrors="t", methods=("teacher",), settings=[{"name": "all", "set": {}}])
     assert "| Teacher top1 |" in table_markdown(varying, table)
     assert "| Flow teacher (TV-L1) top1 |" in table_markdown(fixed, table.drop(columns="teacher.modality"))
+    lmcl = Sweep(name="l", mirrors="t", methods=("mscl",), grid={"mscl.lmcl_weight": [0.0, 1.0]})
+    scores = {"mscl top1": [45.0, 60.0], "mscl top1 std": [0.0, 0.0], "mscl top1 seeds": [1, 1]}
+    settings = {"setting": ["w=0", "w=1"], "state": ["done"] * 2, "mscl.lmcl_weight": [0.0, 1.0]}
+    rows = pd.DataFrame(settings | scores)
+    assert "| MSCL student top1 |" in table_markdown(lmcl, rows)
 
 
 NETWORK = {"epochs": 1, "batch_size": 8, "num_workers": 0}

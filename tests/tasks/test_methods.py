@@ -18,6 +18,15 @@ def test_every_student_section_is_a_config_section_with_its_methods_objective() 
     assert config.cmpl.objective == "cmpl" and config.idt_la.objective == "local_aggregation"
 
 
+def test_the_settings_a_label_names_are_config_keys_and_come_with_a_short_label() -> None:
+    config = PipelineConfig().model_dump()
+    for method in METHODS.values():
+        for key in method.label_settings:
+            section, name = key.split(".")
+            assert name in config[section], key
+        assert bool(method.label_settings) == bool(method.short_label), method.name
+
+
 def test_stage_names_derive_from_the_method() -> None:
     assert METHODS["idt_la"].student_stage == "student_idt_la"
     assert METHODS["idt_la"].finetune_stage == "finetune_idt_la"
