@@ -131,6 +131,7 @@ def cmpl_step(
         weak_map = primary_map[n_labelled : n_labelled + n_unlabelled]
         motion_loss = contrast.loss(weak_map, clips_as_batch(batch["unlabelled_flow"], channels_last))
         metrics["lmcl_loss"] = motion_loss.detach()
+        metrics["lmcl_loss_chance"] = contrast.loss_chance
         loss = loss + contrast_weight * motion_loss
     return StepOutput(loss, metrics, n_clips=inputs.shape[0])
 

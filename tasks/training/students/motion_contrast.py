@@ -4,6 +4,9 @@ student's feature map and of the frozen flow teacher's on the aligned flow clip,
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -13,6 +16,8 @@ from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import MODALITY_CHANNELS
 from motionfit.tasks.training.config import StudentConfig
 from motionfit.tasks.training.students.objective import frozen_teacher
+
+logger = logging.getLogger(__name__)
 
 
 class MotionContrast:
@@ -31,6 +36,11 @@ class MotionContrast:
         self.heads = heads
         self.temperature = temperature
 
+    @property
+    def loss_chance(self) -> float:
+        """The loss of an anchor equally similar to its 2T keys: ln 2T (T time steps, each also rotated)."""
+        return math.log(2 * self.heads["student"].n_steps)
+
     @staticmethod
     def build_heads(
         student: VideoNet, teacher: VideoNet, config: StudentConfig, device: torch.device
@@ -46,6 +56,12 @@ class MotionContrast:
                 steps.append(network.eval().feature_map(probe).shape[2])
             network.train(was_training)
         n_steps = min(steps)
+        if n_steps == 1:
+            logger.warning(
+                "LMCL: the feature maps of %d-frame clips have one time step, so each clip's only negative "
+                "is its own rotated flow (chance ln 2 = 0.69); longer clips give it more time steps",
+                config.clip_length,
+            )
         return nn.ModuleDict(
             {
                 "student": TimeStepProjection(

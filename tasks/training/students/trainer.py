@@ -131,7 +131,12 @@ def train_single_network(
         loss, metrics, after_update = loss_fn(batch, feature_map, current_epoch[0])
         if contrast is not None:
             motion_loss = contrast.loss(feature_map, clips_as_batch(batch["flow"], amp))
-            metrics = {**metrics, "objective_loss": loss.detach(), "lmcl_loss": motion_loss.detach()}
+            metrics = {
+                **metrics,
+                "objective_loss": loss.detach(),
+                "lmcl_loss": motion_loss.detach(),
+                "lmcl_loss_chance": contrast.loss_chance,
+            }
             loss = loss + config.lmcl_weight * motion_loss
         return StepOutput(loss, metrics, n_clips=clips.shape[0], after_update=after_update)
 

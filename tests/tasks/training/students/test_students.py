@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -231,13 +232,17 @@ def test_cmpl_objective_trains_primary_and_auxiliary_networks(run: tuple[RunLayo
 
 
 def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
-    run: tuple[RunLayout, pd.DataFrame],
+    run: tuple[RunLayout, pd.DataFrame], caplog: pytest.LogCaptureFixture
 ) -> None:
     layout, manifest = run
     config = StudentConfig(**TINY, objective="pseudo_labels", epochs=1, lmcl_weight=0.5, motion_sampling=True)
-    summary = train_student(layout, manifest, config, "cpu", stage="student_mscl")
+    with caplog.at_level(logging.WARNING):
+        summary = train_student(layout, manifest, config, "cpu", stage="student_mscl")
     history = read_table(layout.history("student_mscl")).iloc[0]
     assert np.isfinite(history["lmcl_loss"]) and history["lmcl_loss"] > 0
+    # 6-frame clips leave one time step: the positive and the rotated flow, chance ln 2
+    assert history["lmcl_loss_chance"] == pytest.approx(np.log(2))
+    assert "one time step" in caplog.text
     assert history["loss"] == pytest.approx(history["objective_loss"] + 0.5 * history["lmcl_loss"], rel=1e-4)
     assert summary["n_items"] == 12  # motion sampling keeps the more dynamic of each video's 2 clips
     keys = load_checkpoint(summary["checkpoint"])["model"].keys()
