@@ -109,3 +109,20 @@ def local_motion_contrastive_loss(
     n_steps = shape[1]
     targets = torch.arange(n_steps, device=logits.device).expand(shape[0], n_steps)
     return F.cross_entropy(logits.reshape(-1, 2 * n_steps), targets.reshape(-1))
+
+
+def other_clip_loss(
+    student_steps: Tensor,
+    teacher_steps: Tensor,
+    rotated_teacher_steps: Tensor,
+    temperature: float = LMCL_TEMPERATURE,
+) -> Tensor:
+    """The loss of :func:`local_motion_contrastive_loss` with each clip's anchors taken from the next clip
+    of the batch (a control, no gradient): close to the loss itself when the keys alone tell the positive
+    from the rotated flow, so that the student's clip adds little; near ``ln 2T`` when the anchors matter."""
+    if student_steps.shape[0] < 2:
+        raise ValueError(f"other_clip_loss needs at least 2 clips, got {student_steps.shape[0]}")
+    with torch.no_grad():
+        return local_motion_contrastive_loss(
+            student_steps.roll(1, dims=0), teacher_steps, rotated_teacher_steps, temperature
+        )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from motionfit.models.motion_contrastive import (
     TimeStepProjection,
     local_motion_contrastive_loss,
+    other_clip_loss,
     rotate_flow,
     time_steps,
 )
@@ -45,6 +46,20 @@ def test_loss_prefers_aligned_time_steps_and_trains_the_student() -> None:
     student = torch.randn(2, 4, 8, generator=generator, requires_grad=True)
     local_motion_contrastive_loss(student, teacher, rotated).backward()
     assert student.grad.abs().sum() > 0
+
+
+def test_other_clip_control_takes_each_clips_anchors_from_the_next_clip() -> None:
+    generator = torch.Generator().manual_seed(2)
+    teacher, rotated = (torch.randn(4, 2, 8, generator=generator) for _ in range(2))
+    student = teacher.clone().requires_grad_()  # anchors that match their own clip's keys
+    own = local_motion_contrastive_loss(student, teacher, rotated)
+    control = other_clip_loss(student, teacher, rotated)
+    assert control.item() == pytest.approx(
+        local_motion_contrastive_loss(student.roll(1, dims=0), teacher, rotated).item()
+    )
+    assert own.item() < 0.1 < math.log(4) < control.item() and not control.requires_grad
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        other_clip_loss(student[:1], teacher[:1], rotated[:1])
 
 
 def test_time_steps_and_projection_shapes() -> None:

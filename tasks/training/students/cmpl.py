@@ -129,9 +129,10 @@ def cmpl_step(
             metrics[f"{name}_pseudo_label_top1"] = 100.0 * (pseudo_labels == heldout).float().mean()
     if contrast is not None and contrast_weight > 0:
         weak_map = primary_map[n_labelled : n_labelled + n_unlabelled]
-        motion_loss = contrast.loss(weak_map, clips_as_batch(batch["unlabelled_flow"], channels_last))
-        metrics["lmcl_loss"] = motion_loss.detach()
-        metrics["lmcl_loss_chance"] = contrast.loss_chance
+        motion_loss, motion_metrics = contrast.loss(
+            weak_map, clips_as_batch(batch["unlabelled_flow"], channels_last)
+        )
+        metrics.update(motion_metrics)
         loss = loss + contrast_weight * motion_loss
     return StepOutput(loss, metrics, n_clips=inputs.shape[0])
 

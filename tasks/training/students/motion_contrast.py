@@ -10,7 +10,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from motionfit.models.motion_contrastive import TimeStepProjection, local_motion_contrastive_loss, rotate_flow
+from motionfit.models.motion_contrastive import (
+    TimeStepProjection,
+    local_motion_contrastive_loss,
+    other_clip_loss,
+    rotate_flow,
+)
 from motionfit.models.video_net import VideoNet
 from motionfit.storage.layout import RunLayout
 from motionfit.tasks.data.clips import MODALITY_CHANNELS
@@ -73,18 +78,27 @@ class MotionContrast:
             }
         ).to(device)
 
-    def loss(self, student_feature_map: Tensor, flow: Tensor) -> Tensor:
+    def loss(self, student_feature_map: Tensor, flow: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
         """LMCL of the student's ``[B, D, T', H', W']`` features against the teacher on the aligned flow
-        clips ``[B, 2, T, S, S]`` (negatives: other time steps and the rotated flow)."""
+        clips ``[B, 2, T, S, S]`` (negatives: other time steps and the rotated flow), and the step's figures
+        for the history: the loss, its chance value and, with two or more clips, its other-clip control
+        (:func:`other_clip_loss`)."""
         with torch.no_grad():
             teacher_maps = self.teacher.feature_map(torch.cat([flow, rotate_flow(flow)]))
         teacher_map, rotated_map = teacher_maps.chunk(2)
-        return local_motion_contrastive_loss(
+        steps = (
             self.heads["student"](student_feature_map),
             self.heads["teacher"](teacher_map),
             self.heads["teacher"](rotated_map),
-            self.temperature,
         )
+        loss = local_motion_contrastive_loss(*steps, self.temperature)
+        metrics: dict[str, Tensor | float] = {
+            "lmcl_loss": loss.detach(),
+            "lmcl_loss_chance": self.loss_chance,
+        }
+        if flow.shape[0] > 1:
+            metrics["lmcl_loss_other_clip"] = other_clip_loss(*steps, self.temperature)
+        return loss, metrics
 
 
 def load_motion_contrast(

@@ -130,13 +130,8 @@ def train_single_network(
         feature_map = network.feature_map(clips)
         loss, metrics, after_update = loss_fn(batch, feature_map, current_epoch[0])
         if contrast is not None:
-            motion_loss = contrast.loss(feature_map, clips_as_batch(batch["flow"], amp))
-            metrics = {
-                **metrics,
-                "objective_loss": loss.detach(),
-                "lmcl_loss": motion_loss.detach(),
-                "lmcl_loss_chance": contrast.loss_chance,
-            }
+            motion_loss, motion_metrics = contrast.loss(feature_map, clips_as_batch(batch["flow"], amp))
+            metrics = {**metrics, "objective_loss": loss.detach(), **motion_metrics}
             loss = loss + config.lmcl_weight * motion_loss
         return StepOutput(loss, metrics, n_clips=clips.shape[0], after_update=after_update)
 

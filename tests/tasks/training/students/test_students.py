@@ -231,6 +231,19 @@ def test_cmpl_objective_trains_primary_and_auxiliary_networks(run: tuple[RunLayo
     assert 0 <= history["primary_pseudo_label_top1"].iloc[0] <= 100  # the sources have held-out labels
 
 
+def test_cmpl_with_lmcl_contrasts_the_primary_networks_unlabelled_clips(
+    run: tuple[RunLayout, pd.DataFrame],
+) -> None:
+    layout, manifest = run
+    config = StudentConfig(
+        **TINY, objective="cmpl", epochs=1, unlabelled_ratio=2, clips_per_video=2, lmcl_weight=0.5
+    )
+    train_student(layout, manifest, config, "cpu", stage="student_cmpl_lmcl")
+    history = read_table(layout.history("student_cmpl_lmcl")).iloc[0]
+    assert history["lmcl_loss_chance"] == pytest.approx(np.log(2))
+    assert np.isfinite(history[["lmcl_loss", "lmcl_loss_other_clip"]].astype(float)).all()
+
+
 def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
     run: tuple[RunLayout, pd.DataFrame], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -242,6 +255,7 @@ def test_lmcl_adds_the_motion_contrast_against_the_frozen_teacher(
     assert np.isfinite(history["lmcl_loss"]) and history["lmcl_loss"] > 0
     # 6-frame clips leave one time step: the positive and the rotated flow, chance ln 2
     assert history["lmcl_loss_chance"] == pytest.approx(np.log(2))
+    assert np.isfinite(history["lmcl_loss_other_clip"]) and history["lmcl_loss_other_clip"] > 0
     assert "one time step" in caplog.text
     assert history["loss"] == pytest.approx(history["objective_loss"] + 0.5 * history["lmcl_loss"], rel=1e-4)
     assert summary["n_items"] == 12  # motion sampling keeps the more dynamic of each video's 2 clips
