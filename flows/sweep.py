@@ -12,6 +12,8 @@ clip length, and only the manifest, which records the exclusions, is kept per fr
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -145,16 +147,28 @@ def sweep_table(
     return pd.DataFrame(rows)
 
 
-def table_markdown(sweep: Sweep, table: pd.DataFrame) -> str:
+def changed_label_settings(runs: list[tuple[Setting, int, PipelineConfig]]) -> list[str]:
+    """The config keys a method's label names (``Method.label_settings``) that some run sets away from the
+    config's default: by the sweep's base, its settings or the user's ``--set``."""
+    default = PipelineConfig()
+    keys = dict.fromkeys(key for method in METHODS.values() for key in method.label_settings)
+
+    def value(config: PipelineConfig, key: str) -> Any:
+        return functools.reduce(getattr, key.split("."), config)
+
+    return [k for k in keys if any(value(config, k) != value(default, k) for _, _, config in runs)]
+
+
+def table_markdown(sweep: Sweep, table: pd.DataFrame, changed: Collection[str]) -> str:
     """The table as markdown: a row per setting, a column per method and metric, ``mean ± std`` over
-    seeds."""
+    seeds; a method whose label names one of the ``changed`` settings is headed by its short label."""
     varied = sweep.varied()
     scores = [
         c
         for c in table.columns
         if c not in {"setting", "state", *varied} and not c.endswith((" std", " seeds"))
     ]
-    header = ["setting", *varied, *(_heading(c, varied) for c in scores)]
+    header = ["setting", *varied, *(_heading(c, changed) for c in scores)]
     lines = [
         f"# Sweep {sweep.name}",
         "",
@@ -174,9 +188,9 @@ def table_markdown(sweep: Sweep, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _heading(column: str, varied: list[str]) -> str:
+def _heading(column: str, changed: Collection[str]) -> str:
     method, metric = column.split(" ", 1)
-    return f"{label(method, varied)} {metric}"
+    return f"{label(method, changed)} {metric}"
 
 
 @flow(name="motionfit-sweep")
@@ -200,7 +214,7 @@ def sweep_flow(
     table = sweep_table(sweep, runs, failed)
     folder = fs.join(sweep_root, "sweep", sweep.name)
     write_table(fs.join(folder, "table.parquet"), table)
-    markdown = table_markdown(sweep, table)
+    markdown = table_markdown(sweep, table, changed_label_settings(runs))
     fs.write_bytes_atomic(fs.join(folder, "table.md"), markdown.encode())
     publish_markdown(
         run_key(sweep_root, "sweep", sweep.name), markdown, f"Sweep {sweep.name} on {sweep_root}"

@@ -10,6 +10,7 @@ IDT stages when its student learns from the IDT clusters. Stage names derive fro
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ class Method:
     ``init`` for fine-tuning (None: not fine-tuned), whether it ``needs_idt``, the ``modality`` it sees at
     test time, ``section_defaults``: the values its config section takes where a config leaves them out
     (the objective at least), and ``label_settings``: the config keys whose default values the label names,
-    with ``short_label``, the label of a table whose rows vary one of them."""
+    with ``short_label``, the label of a table whose runs set one of them otherwise."""
 
     name: str
     label: str
@@ -174,13 +175,14 @@ def training_stages() -> list[str]:
     return [TEACHER_STAGE, *students, *finetuned]
 
 
-def label(name: str, varied: list[str] | tuple[str, ...] = ()) -> str:
+def label(name: str, changed: Collection[str] = ()) -> str:
     """The report label of the method ``name`` (``name`` itself for rows that are no method, such as the IDT
-    clusters); its short label where the ``varied`` config keys change a setting its label names."""
+    clusters); its short label where a table's runs set one of the settings its label names away from its
+    default (``changed``: those config keys)."""
     if name not in METHODS:
         return name
     method = METHODS[name]
-    return method.short_label if set(method.label_settings) & set(varied) else method.label
+    return method.short_label if set(method.label_settings) & set(changed) else method.label
 
 
 def ordered(names: list[str] | tuple[str, ...]) -> list[str]:

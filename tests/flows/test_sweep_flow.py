@@ -10,7 +10,7 @@ import pytest
 from helpers import SMALL_SYNTH
 
 from motionfit.config import load_config
-from motionfit.flows.sweep import output_keys, sweep_flow, table_markdown
+from motionfit.flows.sweep import changed_label_settings, output_keys, sweep_flow, table_markdown
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
 from motionfit.sweep import Sweep, setting_configs
@@ -65,7 +65,11 @@ def test_human_boxes_change_the_trajectories_and_what_follows_them_not_the_decod
     assert "manifest" in _changed(data={"labelled_sampling": "uniform"})
 
 
-def test_a_sweep_over_a_setting_a_label_names_heads_its_column_with_the_short_label() -> None:
+def test_a_sweep_that_sets_what_a_label_names_heads_its_column_with_the_short_label(tmp_path: Path) -> None:
+    def markdown(sweep: Sweep, table: pd.DataFrame, overrides: dict | None = None) -> str:
+        runs = setting_configs(sweep, str(tmp_path), preset="tiny", overrides=overrides)
+        return table_markdown(sweep, table, changed_label_settings(runs))
+
     table = pd.DataFrame(
         {
             "setting": ["modality=rgb", "modality=flow"],
@@ -78,13 +82,23 @@ def test_a_sweep_over_a_setting_a_label_names_heads_its_column_with_the_short_la
     )
     varying = Sweep(name="m", mirrors="t", methods=("teacher",), grid={"teacher.modality": ["rgb", "flow"]})
     fixed = Sweep(name="k", mirrors="t", methods=("teacher",), settings=[{"name": "all", "set": {}}])
-    assert "| Teacher top1 |" in table_markdown(varying, table)
-    assert "| Flow teacher (TV-L1) top1 |" in table_markdown(fixed, table.drop(columns="teacher.modality"))
-    lmcl = Sweep(name="l", mirrors="t", methods=("mscl",), grid={"mscl.lmcl_weight": [0.0, 1.0]})
-    scores = {"mscl top1": [45.0, 60.0], "mscl top1 std": [0.0, 0.0], "mscl top1 seeds": [1, 1]}
-    settings = {"setting": ["w=0", "w=1"], "state": ["done"] * 2, "mscl.lmcl_weight": [0.0, 1.0]}
-    rows = pd.DataFrame(settings | scores)
-    assert "| MSCL student top1 |" in table_markdown(lmcl, rows)
+    assert "| Teacher top1 |" in markdown(varying, table)
+    assert "| Flow teacher (TV-L1) top1 |" in markdown(fixed, table.drop(columns="teacher.modality"))
+
+    def mscl_rows(key: str, values: list) -> pd.DataFrame:
+        scores = {"mscl top1": [45.0, 60.0], "mscl top1 std": [0.0, 0.0], "mscl top1 seeds": [1, 1]}
+        return pd.DataFrame({"setting": ["a", "b"], "state": ["done"] * 2, key: values} | scores)
+
+    methods = ("teacher", "mscl")
+    lmcl = Sweep(name="l", mirrors="t", methods=methods, grid={"mscl.lmcl_weight": [0.0, 1.0]})
+    assert "| MSCL student top1 |" in markdown(lmcl, mscl_rows("mscl.lmcl_weight", [0.0, 1.0]))
+    lengths = {"mscl.clip_length": [8, 16]}
+    clips = mscl_rows("mscl.clip_length", [8, 16])
+    plain = Sweep(name="c", mirrors="t", methods=methods, grid=lengths)
+    assert "| MSCL student (motion sampling + LMCL) top1 |" in markdown(plain, clips)
+    based = Sweep(name="b", mirrors="t", methods=methods, base={"mscl.motion_sampling": False}, grid=lengths)
+    assert "| MSCL student top1 |" in markdown(based, clips)  # the base turns motion sampling off
+    assert "| MSCL student top1 |" in markdown(plain, clips, {"mscl": {"lmcl_weight": 0.0}})  # so does --set
 
 
 NETWORK = {"epochs": 1, "batch_size": 8, "num_workers": 0}
