@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from motionfit.config import PipelineConfig
+from motionfit.config import PipelineConfig, changed_label_settings
 from motionfit.flows.artifacts import publish_image, publish_markdown, publish_table, run_key
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.manifest import left_out_videos, load_manifest
@@ -41,6 +41,7 @@ def evaluate_task(run_root: str, config: PipelineConfig) -> dict[str, Any]:
             "teacher": f"{config.teacher.arch} x{config.teacher.width_multiplier:g} ({teacher_input})"
         },
         inputs={"teacher": teacher_input},
+        changed=changed_label_settings([config]),
         confused_pairs=result.confused_pairs,
         confused_method=result.confused_method,
         plots=result.plots,

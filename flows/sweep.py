@@ -12,14 +12,13 @@ clip length, and only the manifest, which records the exclusions, is kept per fr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from motionfit.config import PipelineConfig
+from motionfit.config import PipelineConfig, changed_label_settings
 from motionfit.flows.artifacts import publish_markdown, run_key
 from motionfit.flows.pipeline import pipeline_flow
 from motionfit.flows.preprocess import frames_needed, run_data_config
@@ -147,18 +146,6 @@ def sweep_table(
     return pd.DataFrame(rows)
 
 
-def changed_label_settings(runs: list[tuple[Setting, int, PipelineConfig]]) -> list[str]:
-    """The config keys a method's label names (``Method.label_settings``) that some run sets away from the
-    config's default: by the sweep's base, its settings or the user's ``--set``."""
-    default = PipelineConfig()
-    keys = dict.fromkeys(key for method in METHODS.values() for key in method.label_settings)
-
-    def value(config: PipelineConfig, key: str) -> Any:
-        return functools.reduce(getattr, key.split("."), config)
-
-    return [k for k in keys if any(value(config, k) != value(default, k) for _, _, config in runs)]
-
-
 def table_markdown(sweep: Sweep, table: pd.DataFrame, changed: Collection[str]) -> str:
     """The table as markdown: a row per setting, a column per method and metric, ``mean ± std`` over
     seeds; a method whose label names one of the ``changed`` settings is headed by its short label."""
@@ -214,7 +201,7 @@ def sweep_flow(
     table = sweep_table(sweep, runs, failed)
     folder = fs.join(sweep_root, "sweep", sweep.name)
     write_table(fs.join(folder, "table.parquet"), table)
-    markdown = table_markdown(sweep, table, changed_label_settings(runs))
+    markdown = table_markdown(sweep, table, changed_label_settings(config for _, _, config in runs))
     fs.write_bytes_atomic(fs.join(folder, "table.md"), markdown.encode())
     publish_markdown(
         run_key(sweep_root, "sweep", sweep.name), markdown, f"Sweep {sweep.name} on {sweep_root}"

@@ -7,7 +7,8 @@ defaults, a preset (``motionfit/presets/<name>.yaml``) or a user YAML file, over
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,19 @@ class PipelineConfig(BaseModel):
                     f"{method.name} method trains {method.objective!r}"
                 )
         return self
+
+
+def changed_label_settings(configs: Iterable[PipelineConfig]) -> tuple[str, ...]:
+    """The config keys a method's label names (``Method.label_settings``) that one of ``configs`` sets away
+    from the default config's value: such a method's rows and columns take its short label."""
+    default = PipelineConfig()
+    keys = dict.fromkeys(key for method in METHODS.values() for key in method.label_settings)
+
+    def value(config: PipelineConfig, key: str) -> Any:
+        return functools.reduce(getattr, key.split("."), config)
+
+    configs = list(configs)
+    return tuple(k for k in keys if any(value(config, k) != value(default, k) for config in configs))
 
 
 def packaged_names(folder: str) -> list[str]:

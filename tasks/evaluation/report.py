@@ -44,7 +44,9 @@ class ReportContext:
 
     ``backbone``, ``frames`` and ``resolution`` describe the evaluated networks (``backbones`` overrides the
     backbone per method, e.g. a width-reduced CMPL auxiliary net, and ``inputs`` the input, "flow" or "RGB",
-    that a method's entry would give, e.g. an appearance teacher); ``split`` is the split whose results fill
+    that a method's entry would give, e.g. an appearance teacher); ``changed`` names the settings a method's
+    label names that the run sets otherwise (``Method.label_settings``), whose methods' rows take their short
+    label; ``split`` is the split whose results fill
     the accuracy tables; ``confused_pairs`` is ``evaluate.most_confused_pairs`` of the main method; ``plots``
     maps a caption to a PNG URL (normally under ``layout.plots``), embedded by its path relative to
     ``report.md``; ``methods``, when given, are the run's methods: rows of other methods (left in the metrics
@@ -62,6 +64,7 @@ class ReportContext:
     split: str = "test"
     backbones: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, str] = field(default_factory=dict)
+    changed: tuple[str, ...] = ()
     confused_pairs: pd.DataFrame | None = None
     confused_method: str = "motionfit"
     plots: Mapping[str, str] = field(default_factory=dict)
@@ -101,12 +104,13 @@ def _summary_row(summary: pd.DataFrame, method: str, metric: str, split: str) ->
 
 def _metric_table(
     summary: pd.DataFrame,
+    labels: Mapping[str, str],
     columns: Mapping[str, str],
     split: str | None = None,
     leading: Mapping[str, Mapping[str, str]] | None = None,
     split_column: bool = False,
 ) -> pd.DataFrame:
-    """One row per method (and split) having any of ``columns`` (metric -> header).
+    """One row per method (and split) having any of ``columns`` (metric -> header), named by ``labels``.
 
     ``split`` keeps that split only; otherwise every split gets its own row, named in a ``Split`` column when
     ``split_column``. ``leading`` columns (header -> method -> text) come first.
@@ -118,7 +122,7 @@ def _metric_table(
     rows = []
     for method in ordered(present["method"].unique().tolist()):
         for row_split in sorted(present.loc[present["method"] == method, "split"].unique()):
-            row = {"Method": label(method)}
+            row = {"Method": labels.get(method, method)}
             row.update({header: values.get(method, "") for header, values in leading.items()})
             if split_column:
                 row["Split"] = row_split
@@ -160,6 +164,7 @@ def report_tables(
         metrics = metrics[metrics["method"].isin(context.methods) | ~metrics["method"].isin(METHODS)]
     summary = summarise_seeds(metrics)
     methods = ordered(summary["method"].unique().tolist())
+    labels = {m: label(m, context.changed) for m in methods}
     setup = {
         "Input": {
             m: context.inputs.get(m, "flow" if m in METHODS and METHODS[m].modality == "flow" else "RGB")
@@ -174,20 +179,21 @@ def report_tables(
     tables = [
         (
             f"Target top-1 ({context.split})",
-            _metric_table(summary, _top1_columns(summary, context.split), context.split, setup),
+            _metric_table(summary, labels, _top1_columns(summary, context.split), context.split, setup),
         ),
         (
             f"Video retrieval, {context.split} queries training videos (R@k, %)",
-            _metric_table(summary, {m: m.upper() for m in retrieval}, context.split),
+            _metric_table(summary, labels, {m: m.upper() for m in retrieval}, context.split),
         ),
         (
             "Few-shot linear probe on frozen features (top-1, %)",
-            _metric_table(summary, {m: _shots_header(m) for m in fewshot}, context.split),
+            _metric_table(summary, labels, {m: _shots_header(m) for m in fewshot}, context.split),
         ),
         (
             "Inference cost per clip",
             _metric_table(
                 summary,
+                labels,
                 {
                     "params_m": "Params (M)",
                     "gmacs": "GMac",
@@ -199,12 +205,13 @@ def report_tables(
         ),
         (
             "Training budget (optimiser steps of the student or teacher, plus fine-tuning)",
-            _metric_table(summary, {"train_steps": "Steps"}, context.split),
+            _metric_table(summary, labels, {"train_steps": "Steps"}, context.split),
         ),
         (
             "Cluster quality against true labels (mean ± std over k-means runs)",
             _metric_table(
                 summary,
+                labels,
                 {"cluster_nmi": "NMI", "cluster_ami": "AMI", "cluster_purity": "Purity (%)"},
                 split_column=True,
             ),
@@ -213,6 +220,7 @@ def report_tables(
             "Pseudo-label accuracy (%)",
             _metric_table(
                 summary,
+                labels,
                 {"pseudo_label_acc": "Accuracy (%)", "pseudo_label_mask_rate": "Confident (%)"},
                 split_column=True,
             ),
@@ -278,7 +286,7 @@ def scored_test_videos(context: ReportContext) -> str:
     if len(counts) == 1:
         scored = f"{counts.pop()} of {listed} listed test videos were scored"
     else:
-        per_method = ", ".join(f"{label(m)} {n}" for m, n in context.test_videos.items())
+        per_method = ", ".join(f"{label(m, context.changed)} {n}" for m, n in context.test_videos.items())
         scored = f"Of {listed} listed test videos, these were scored: {per_method}"
     return f"{scored}; the others are missing, failed or were excluded (listed below)."
 
@@ -316,7 +324,7 @@ def render_report(metrics: pd.DataFrame, context: ReportContext, root: str = "")
     for title, table in tables:
         lines += [f"## {title}", "", markdown_table(table), ""]
     if context.confused_pairs is not None and not context.confused_pairs.empty:
-        name = label(context.confused_method)
+        name = label(context.confused_method, context.changed)
         lines += [
             f"## Most confused class pairs ({name})",
             "",
@@ -340,6 +348,8 @@ CONTEXT_FIELDS = (
     "resolution",
     "split",
     "backbones",
+    "inputs",
+    "changed",
     "confused_method",
     "methods",
     "test_videos",

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from helpers import SMALL_SYNTH
 
-from motionfit.config import load_config
-from motionfit.flows.sweep import changed_label_settings, output_keys, sweep_flow, table_markdown
+from motionfit.config import changed_label_settings, load_config
+from motionfit.flows.sweep import output_keys, sweep_flow, table_markdown
 from motionfit.storage.layout import RunLayout
 from motionfit.storage.tables import read_table
 from motionfit.sweep import Sweep, setting_configs
@@ -68,7 +68,7 @@ def test_human_boxes_change_the_trajectories_and_what_follows_them_not_the_decod
 def test_a_sweep_that_sets_what_a_label_names_heads_its_column_with_the_short_label(tmp_path: Path) -> None:
     def markdown(sweep: Sweep, table: pd.DataFrame, overrides: dict | None = None) -> str:
         runs = setting_configs(sweep, str(tmp_path), preset="tiny", overrides=overrides)
-        return table_markdown(sweep, table, changed_label_settings(runs))
+        return table_markdown(sweep, table, changed_label_settings(config for _, _, config in runs))
 
     table = pd.DataFrame(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from motionfit.config import PipelineConfig, load_config
+from motionfit.config import PipelineConfig, changed_label_settings, load_config
 from motionfit.flows.pipeline import selected_stages
 from motionfit.tasks.evaluation.report import report_tables
 from motionfit.tasks.methods import METHODS, ordered, training_stages
@@ -85,3 +85,11 @@ def test_a_section_takes_its_methods_defaults_for_what_a_config_leaves_out() -> 
         "mars",
         50.0,
     )
+
+
+def test_a_config_that_sets_what_a_label_names_is_found_against_the_default() -> None:
+    assert changed_label_settings([load_config(preset="tiny")]) == ()
+    rgb = load_config(preset="tiny", overrides={"teacher": {"modality": "rgb"}})
+    no_lmcl = load_config(preset="tiny", overrides={"mscl": {"lmcl_weight": 0.0}})
+    assert changed_label_settings([rgb]) == ("teacher.modality",)
+    assert changed_label_settings(iter([rgb, no_lmcl])) == ("teacher.modality", "mscl.lmcl_weight")

@@ -258,3 +258,30 @@ def test_an_appearance_teacher_is_reported_on_rgb() -> None:
     rgb = dict(report.report_tables(metrics, report.ReportContext(inputs={"teacher": "RGB"})))
     assert list(by_default["Input"]) == ["flow", "RGB"]
     assert list(rgb["Target top-1 (test)"]["Input"]) == ["RGB", "RGB"]
+
+
+def test_a_method_whose_label_names_a_setting_the_run_changed_is_reported_by_its_short_label(
+    tmp_path,
+) -> None:
+    metrics = evaluation_metrics.metrics_frame(
+        [
+            {"method": "teacher", "metric": "top1", "value": 20.0},
+            {"method": "mscl", "metric": "top1", "value": 45.0},
+        ]
+    )
+
+    def names(changed: tuple[str, ...]) -> list[str]:
+        context = report.ReportContext(changed=changed, inputs={"teacher": "RGB"})
+        return list(dict(report.report_tables(metrics, context))["Target top-1 (test)"]["Method"])
+
+    assert names(()) == ["Flow teacher (TV-L1)", "MSCL student (motion sampling + LMCL)"]
+    assert names(("teacher.modality", "mscl.lmcl_weight")) == ["Teacher", "MSCL student"]
+    layout = RunLayout.at(tmp_path)  # motionfit report renders the saved run as report.md did
+    evaluation_metrics.append_metrics(layout, metrics)
+    report.write_report(
+        layout, report.ReportContext(changed=("teacher.modality",), inputs={"teacher": "RGB"})
+    )
+    (teacher_row,) = [
+        line for line in report.render_report_for_terminal(str(tmp_path)).splitlines() if "20.0" in line
+    ]
+    assert teacher_row.split()[:2] == ["Teacher", "RGB"]
