@@ -46,14 +46,14 @@ class ReportContext:
     backbone per method, e.g. a width-reduced CMPL auxiliary net, and ``inputs`` the input, "flow" or "RGB",
     that a method's entry would give, e.g. an appearance teacher); ``changed`` names the settings a method's
     label names that the run sets otherwise (``Method.label_settings``), whose methods' rows take their short
-    label; ``split`` is the split whose results fill
-    the accuracy tables; ``confused_pairs`` is ``evaluate.most_confused_pairs`` of the main method; ``plots``
-    maps a caption to a PNG URL (normally under ``layout.plots``), embedded by its path relative to
-    ``report.md``; ``methods``, when given, are the run's methods: rows of other methods (left in the metrics
-    table by an earlier run with another method list) stay out of the tables. ``test_videos`` counts the test
-    videos each method was scored on, of the ``listed_test_videos`` the data set lists. ``left_out`` holds the
-    first :data:`LISTED_VIDEOS` rows of ``storage.manifest.left_out_videos`` (missing, failed and excluded
-    videos with their reasons) and ``n_left_out`` how many there are in all.
+    label; ``split`` is the split whose results fill the accuracy tables; ``confused_pairs`` is
+    ``evaluate.most_confused_pairs`` of the main method; ``plots`` maps a caption to a PNG URL (normally under
+    ``layout.plots``), embedded by its path relative to ``report.md``; ``methods``, when given, are the run's
+    methods: rows of other methods (left in the metrics table by an earlier run with another method list) stay
+    out of the tables. ``test_videos`` counts the test videos each method was scored on, of the
+    ``listed_test_videos`` the data set lists. ``left_out`` holds the first :data:`LISTED_VIDEOS` rows of
+    ``storage.manifest.left_out_videos`` (missing, failed and excluded videos with their reasons) and
+    ``n_left_out`` how many there are in all.
     """
 
     title: str = "MotionFit run report"
