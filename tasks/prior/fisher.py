@@ -229,7 +229,7 @@ def fisher_vector(descriptors: np.ndarray | Iterable[np.ndarray], model: FisherM
     ``model.idt_columns.row_dim``, 436 with the reference's parameters), whole or as consecutive blocks of
     rows, so a long video is encoded without holding its trajectories: the posterior sums continue from
     block to block, and only the float32 products of a block round otherwise than the whole array's
-    (a few 1e-6 in the vector; the flow's blocks are whole GMM batches, at most 1e-6).
+    (up to a few 1e-6 in the vector, however the blocks are cut).
 
     Blocks are encoded and power/L2-normalised separately, then concatenated and divided by sqrt(#blocks).
     """

@@ -274,8 +274,10 @@ def test_a_video_encoded_block_by_block_gets_the_whole_arrays_vector(pca_scope):
     model = fit_fisher_model(videos, small_config(pca_scope=pca_scope, gmm=gmm))
     video = videos[1]
     whole = encode_video(video, model)
+    # a block's float32 projection rounds otherwise than the whole array's: up to 1.7e-6 in the vector,
+    # whole GMM batches or not (seeds 12-17, both scopes)
     batches = (video[start : start + 32] for start in range(0, len(video), 32))  # 2 GMM batches each
-    np.testing.assert_allclose(encode_video(batches, model), whole, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(encode_video(batches, model), whole, atol=1e-5, rtol=0)
     uneven = [video[:7], video[7:7], video[7:60], video[60:]]  # cut inside batches, one block empty
     np.testing.assert_allclose(encode_video(uneven, model), whole, atol=1e-5, rtol=0)
     assert np.abs(encode_video([video[:50]], model) - whole).max() > 1e-3, "every block counts"
